@@ -1,0 +1,34 @@
+//! # ipsec-core: the IPsec data plane, allocation-free and sans-IO
+//!
+//! Layers, from the bytes up:
+//!
+//! * [`wire`]: zero-copy views and builders for IPv4, IPv6, UDP and ESP headers. Untrusted
+//!   input enters only through `new_checked`; after it, no accessor panics.
+//! * [`replay`]: the anti-replay window (RFC 4303 §3.4.3, a bitmap in the manner of
+//!   RFC 6479), with Extended Sequence Numbers (RFC 4303 Appendix A).
+//! * [`esp`]: ESP security associations: seal and open in tunnel or transport mode, over
+//!   IPv4 or IPv6, raw or UDP-encapsulated (RFC 3948), with the counters of
+//!   `show crypto ipsec sa`.
+//! * [`lifetime`]: soft and hard lifetimes in seconds and kilobytes.
+//! * [`spd`] and [`sadb`]: the security policy database (selectors, protect / bypass /
+//!   discard) and the fixed-capacity security association database.
+//!
+//! Invariants: no heap (`alloc` is never linked), no `unsafe`, no panics on any input, no
+//! clock (every time-dependent call takes [`Instant`]), no I/O. Capacities are const
+//! generics. Cryptography comes from a [`hal_traits::CryptoProvider`].
+#![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+pub mod esp;
+pub mod lifetime;
+pub mod replay;
+pub mod sadb;
+pub mod spd;
+pub mod time;
+pub mod wire;
+
+pub use time::{Duration, Instant};
