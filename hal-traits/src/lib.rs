@@ -28,7 +28,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(
     test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 mod alg;
@@ -95,8 +100,13 @@ pub trait Aead: Sized {
     ///
     /// # Errors
     /// [`CryptoError::InvalidLength`] if `tag.len() != alg().icv_len()`.
-    fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], tag: &mut [u8])
-    -> Result<(), CryptoError>;
+    fn seal(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &mut [u8],
+    ) -> Result<(), CryptoError>;
 
     /// Verifies `tag` (constant time) and, only if it matches, decrypts `buf` in place.
     /// On failure `buf` holds unspecified bytes and must not be used.
@@ -104,8 +114,13 @@ pub trait Aead: Sized {
     /// # Errors
     /// [`CryptoError::AuthenticationFailed`], or [`CryptoError::InvalidLength`] for a tag
     /// of the wrong length.
-    fn open(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8])
-    -> Result<(), CryptoError>;
+    fn open(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), CryptoError>;
 }
 
 /// A keyed MAC truncated to an ESP ICV (RFC 2403, RFC 2404, RFC 4868).

@@ -19,7 +19,10 @@ impl<const N: usize> SecretBytes<N> {
     /// An empty secret.
     #[must_use]
     pub const fn empty() -> Self {
-        Self { bytes: [0; N], len: 0 }
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
     }
 
     /// Copies `src` into a new secret.
@@ -28,7 +31,10 @@ impl<const N: usize> SecretBytes<N> {
     /// [`CryptoError::InvalidKeyLength`] if `src` is longer than `N`.
     pub fn from_slice(src: &[u8]) -> Result<Self, CryptoError> {
         let mut s = Self::empty();
-        let dst = s.bytes.get_mut(..src.len()).ok_or(CryptoError::InvalidKeyLength)?;
+        let dst = s
+            .bytes
+            .get_mut(..src.len())
+            .ok_or(CryptoError::InvalidKeyLength)?;
         dst.copy_from_slice(src);
         s.len = src.len();
         Ok(s)
@@ -86,7 +92,10 @@ mod tests {
             SecretBytes::<4>::from_slice(&[1; 5]).err(),
             Some(CryptoError::InvalidKeyLength)
         );
-        assert_eq!(SecretBytes::<4>::from_slice(&[1; 4]).unwrap().expose(), &[1; 4]);
+        assert_eq!(
+            SecretBytes::<4>::from_slice(&[1; 4]).unwrap().expose(),
+            &[1; 4]
+        );
     }
 
     #[test]

@@ -110,6 +110,9 @@ mod tests {
         assert_eq!((t + Duration::from_millis(250)).as_millis(), 5250);
         assert_eq!(Instant::ZERO - t, Duration::ZERO);
         assert_eq!(t - Instant::ZERO, Duration::from_secs(5));
-        assert_eq!((Instant::from_millis(u64::MAX) + Duration::MAX).as_millis(), u64::MAX);
+        assert_eq!(
+            (Instant::from_millis(u64::MAX) + Duration::MAX).as_millis(),
+            u64::MAX
+        );
     }
 }
