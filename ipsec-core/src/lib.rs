@@ -12,6 +12,8 @@
 //! * [`lifetime`]: soft and hard lifetimes in seconds and kilobytes.
 //! * [`spd`] and [`sadb`]: the security policy database (selectors, protect / bypass /
 //!   discard) and the fixed-capacity security association database.
+//! * [`dataplane`]: the packet paths through all of the above, outbound (SPD, SA, ESP)
+//!   and inbound (demux, SA by SPI, ESP, selectors), with lifetime timers on one heap.
 //!
 //! Invariants: no heap (`alloc` is never linked), no `unsafe`, no panics on any input, no
 //! clock (every time-dependent call takes [`Instant`]), no I/O. Capacities are const
@@ -28,6 +30,7 @@
     )
 )]
 
+pub mod dataplane;
 pub mod esp;
 pub mod lifetime;
 pub mod replay;

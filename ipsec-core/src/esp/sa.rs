@@ -68,6 +68,22 @@ impl<P: CryptoProvider, const W: usize> Drop for EspSa<P, W> {
     }
 }
 
+impl<P: CryptoProvider, const W: usize> crate::sadb::SaEntry for EspSa<P, W> {
+    fn spi(&self) -> u32 {
+        self.spi
+    }
+
+    /// Inbound: our address; outbound: the peer's (RFC 4301 §4.1). Unspecified in
+    /// transport mode, where the addresses come from each packet.
+    fn dst(&self) -> core::net::IpAddr {
+        let a = match self.direction {
+            Direction::Inbound => self.config.local,
+            Direction::Outbound => self.config.remote,
+        };
+        a.unwrap_or(core::net::IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED))
+    }
+}
+
 impl<P: CryptoProvider, const W: usize> core::fmt::Debug for EspSa<P, W> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Never the keys.
@@ -252,6 +268,12 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
             return Some(SaEvent::SoftExpired { spi: self.spi });
         }
         None
+    }
+
+    /// Whether [`EspSa::poll_event`] has something to report.
+    #[must_use]
+    pub const fn has_pending_event(&self) -> bool {
+        self.pending_soft || self.pending_hard
     }
 
     fn note_lifetime(&mut self, ev: LifetimeEvent) {
