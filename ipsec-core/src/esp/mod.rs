@@ -14,6 +14,7 @@ mod counters;
 mod error;
 pub mod packet;
 mod sa;
+mod socket;
 mod transform;
 
 use core::net::IpAddr;

@@ -123,6 +123,9 @@ fn locate(packet: &[u8], config: &EspConfig) -> Result<Located, EspError> {
 /// it (the fixed header's next header field, or the last extension header's).
 fn ipv6_upper_layer(buf: &[u8]) -> Result<(u8, usize, usize), WireError> {
     let ip = Ipv6Packet::new_checked(buf)?;
+    // Extension headers must end within the payload length, not merely within the buffer
+    // (which may carry link-layer padding).
+    let end = ip.total_len();
     let mut nh_pos = 6;
     let mut off = ipv6::HEADER_LEN;
     let mut nh = ip.next_header();
@@ -133,7 +136,7 @@ fn ipv6_upper_layer(buf: &[u8]) -> Result<(u8, usize, usize), WireError> {
                 let len = usize::from(*buf.get(off + 1).ok_or(WireError::Truncated)?);
                 nh_pos = off;
                 off = off.checked_add((len + 1) * 8).ok_or(WireError::BadLength)?;
-                if off > buf.len() {
+                if off > end {
                     return Err(WireError::Truncated);
                 }
                 nh = next;
@@ -511,7 +514,12 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
             Ok(r) => r,
             Err(e) => return Err(self.reject_inbound(e)),
         };
-        self.delivered(now, range.len());
+        // Count what the sender counted: in transport mode the kept IP header was not sealed.
+        let protected = match self.mode {
+            Mode::Tunnel => range.len(),
+            Mode::Transport => range.len().saturating_sub(loc.prefix_len),
+        };
+        self.delivered(now, protected);
         let out = packet.get_mut(range).ok_or(EspError::InvalidLength)?;
         Ok(Decapsulated {
             packet: out,
@@ -520,7 +528,7 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
         })
     }
 
-    fn check_selector(&self, packet: &[u8], range: Range<usize>) -> Result<Range<usize>, EspError> {
+    pub(super) fn check_selector(&self, packet: &[u8], range: Range<usize>) -> Result<Range<usize>, EspError> {
         if let Some(sel) = &self.config.selector {
             let inner = packet.get(range.clone()).ok_or(EspError::InvalidLength)?;
             let flow = Flow::from_ip_packet(inner)?;
@@ -534,7 +542,7 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
 
 /// Tunnel mode: the payload must be an IP packet of the version the next header names.
 /// TFC padding after it (RFC 4303 §2.7) is trimmed.
-fn tunnel_inner(packet: &[u8], payload: Range<usize>, nh: u8) -> Result<Range<usize>, EspError> {
+pub(super) fn tunnel_inner(packet: &[u8], payload: Range<usize>, nh: u8) -> Result<Range<usize>, EspError> {
     let inner = packet.get(payload.clone()).ok_or(EspError::InvalidLength)?;
     let version = inner.first().map(|b| b >> 4);
     let len = match (nh, version) {
