@@ -16,9 +16,10 @@ pub struct EspCounters {
     pub digest: u64,
     /// Packets decapsulated and delivered (`#pkts decaps`).
     pub decaps: u64,
-    /// Packets decrypted (`#pkts decrypt`).
+    /// Packets decrypted (`#pkts decrypt`), counted like `verify`.
     pub decrypt: u64,
-    /// Packets whose ICV verified (`#pkts verify`).
+    /// Packets whose ICV verified (`#pkts verify`), including those later dropped for
+    /// their padding, next header or selectors.
     pub verify: u64,
     /// Payload bytes sealed (before ESP overhead).
     pub bytes_out: u64,
@@ -47,13 +48,19 @@ pub struct EspCounters {
     pub policy_mismatch: u64,
     /// Malformed outer or inner headers.
     pub malformed: u64,
+    /// Packets for another SPI handed to this SA (a lookup bug in the caller, or a
+    /// forged packet).
+    pub invalid_spi: u64,
+    /// Packets that are not ESP for this SA (IKE, keepalives, another UDP port).
+    pub not_esp: u64,
     /// `#pkts replay rollover (send)`: refused because the sequence number would wrap.
     pub seq_overflow: u64,
     /// Refused because the hard lifetime had expired.
     pub expired: u64,
     /// Refused because the caller's buffer was too small.
     pub buffer_too_small: u64,
-    /// `#pkts internal err`: provider failures and misuse.
+    /// `#pkts internal err`: provider failures and misuse of the API (wrong direction,
+    /// invalid configuration), which no packet can cause on its own.
     pub internal: u64,
 }
 
@@ -80,9 +87,9 @@ impl EspCounters {
             EspError::BadNextHeader => &mut self.bad_next_header,
             EspError::DummyPacket => &mut self.dummy,
             EspError::PolicyMismatch => &mut self.policy_mismatch,
-            EspError::Malformed(_) | EspError::NotEsp | EspError::SpiMismatch => {
-                &mut self.malformed
-            }
+            EspError::Malformed(_) => &mut self.malformed,
+            EspError::SpiMismatch => &mut self.invalid_spi,
+            EspError::NotEsp => &mut self.not_esp,
             EspError::SequenceOverflow => &mut self.seq_overflow,
             EspError::Expired => &mut self.expired,
             EspError::BufferTooSmall { .. } => &mut self.buffer_too_small,

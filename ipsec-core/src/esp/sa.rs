@@ -102,6 +102,9 @@ impl<P: CryptoProvider, const W: usize> core::fmt::Debug for EspSa<P, W> {
 impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
     /// Creates an SA from its configuration and keys.
     ///
+    /// Any SPI is accepted, so that published vectors (which use 0) can be reproduced;
+    /// SPIs 0..=255 are reserved (RFC 4303 §2.1) and IKE never allocates them.
+    ///
     /// `enc_key` is the cipher key (for GCM: key | 4-byte salt, RFC 4106 §8.1); `auth_key`
     /// the integrity key (empty for GCM). Key bytes are copied into the provider's key
     /// schedule and not kept otherwise.
@@ -499,6 +502,8 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
     }
 
     /// Verifies and decrypts an ESP packet (from the SPI to the end of the ICV) in place.
+    /// Counts `verify`/`decrypt` and drops; delivery (`decaps`, bytes, lifetime) is
+    /// counted by the packet-level callers once the inner packet passed its checks.
     ///
     /// Order, as RFC 4303 §3.4 requires: replay check, ICV check, replay window update,
     /// decryption, trailer check. Nothing about the packet is trusted before the ICV has
@@ -511,10 +516,6 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
     pub fn open_in_place(&mut self, now: Instant, esp: &mut [u8]) -> Result<OpenedEsp, EspError> {
         match self.open_inner(esp) {
             Ok(o) => {
-                bump(&mut self.counters.verify);
-                if !matches!(self.transform.enc, Encryption::Null) {
-                    bump(&mut self.counters.decrypt);
-                }
                 self.last_used = now;
                 Ok(o)
             }
@@ -597,10 +598,14 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
         }
         // Authentic: only now may the window move.
         self.replay.update(seq)?;
+        bump(&mut self.counters.verify);
         if let CipherState::Cbc(c) = &self.cipher {
             let (head, ct) = authed.split_at_mut(ct_start);
             let iv = head.get(ESP_HEADER_LEN..).ok_or(EspError::InvalidLength)?;
             c.decrypt(iv, ct).map_err(EspError::Crypto)?;
+        }
+        if !matches!(self.cipher, CipherState::Null) {
+            bump(&mut self.counters.decrypt);
         }
 
         let ct = authed.get(ct_start..).ok_or(EspError::InvalidLength)?;
