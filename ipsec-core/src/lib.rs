@@ -12,6 +12,8 @@
 //! * [`lifetime`]: soft and hard lifetimes in seconds and kilobytes.
 //! * [`spd`] and [`sadb`]: the security policy database (selectors, protect / bypass /
 //!   discard) and the fixed-capacity security association database.
+//! * [`gre`]: GRE (RFC 2784/2890) tunnels with Cisco-style keepalives and tunnel MTU
+//!   handling, and GRE over IPsec (tunnel protection or crypto map).
 //! * [`dataplane`]: the packet paths through all of the above, outbound (SPD, SA, ESP)
 //!   and inbound (demux, SA by SPI, ESP, selectors), with lifetime timers on one heap.
 //!
@@ -32,6 +34,7 @@
 
 pub mod dataplane;
 pub mod esp;
+pub mod gre;
 pub mod lifetime;
 pub mod replay;
 pub mod sadb;
