@@ -11,7 +11,21 @@
 //! (a cleartext packet that matches a protect policy is dropped, RFC 4301 §5.2).
 //!
 //! Timers: one min-heap of SA deadlines, so `poll_timeout` is O(1) and `handle_timeout`
-//! costs O(log n) per deadline that fires, whatever the number of SAs.
+//! costs O(log n) per deadline that fires, whatever the number of SAs. Idle timeouts and
+//! path MTU aging have heaps of their own, on the same terms.
+//!
+//! [`Dataplane::process_outbound`] and [`Dataplane::process_inbound`] are the basic paths
+//! (one packet in, one packet out, no MTU handling). [`Dataplane::send`] and
+//! [`Dataplane::receive`] are the full paths of DESIGN.md: MSS clamping, path MTU and the
+//! DF bit, fragmentation before or after encryption, ICMP "too big" in both directions,
+//! and reassembly before decryption. The SA idle timeout applies to both.
+
+pub mod idle;
+pub mod path;
+
+pub use path::{
+    Fragmentation, IcmpReject, MssClamp, PathCounters, PathMtuChange, Received, SendBuffers, Sent,
+};
 
 use core::fmt;
 use core::net::IpAddr;
@@ -21,6 +35,8 @@ use heapless::binary_heap::{BinaryHeap, Min};
 use heapless::{Deque, LinearMap};
 
 use crate::esp::{Direction, EspError, EspSa, SaEvent};
+use crate::fragment::FragmentError;
+use crate::reassembly::{Reassembler, ReassemblyError};
 use crate::sadb::{SaHandle, Sadb, SadbError};
 use crate::spd::{Flow, PolicyAction, Spd};
 use crate::time::Instant;
@@ -60,6 +76,13 @@ pub enum DataplaneError {
     Esp(EspError),
     /// The SADB, the binding table or the timer heap is full.
     Full,
+    /// A fragment was refused by reassembly (see [`Dataplane::reassembly_counters`]).
+    Reassembly(ReassemblyError),
+    /// An ICMP "too big" about one of our SAs failed validation (see
+    /// [`Dataplane::path_counters`]).
+    Icmp(IcmpReject),
+    /// An outbound packet could not be fragmented.
+    Fragment(FragmentError),
 }
 
 impl fmt::Display for DataplaneError {
@@ -72,6 +95,9 @@ impl fmt::Display for DataplaneError {
             Self::Malformed(e) => write!(f, "malformed packet: {e}"),
             Self::Esp(e) => write!(f, "{e}"),
             Self::Full => f.write_str("table full"),
+            Self::Reassembly(e) => write!(f, "{e}"),
+            Self::Icmp(e) => write!(f, "ICMP ignored: {e}"),
+            Self::Fragment(e) => write!(f, "{e}"),
         }
     }
 }
@@ -169,9 +195,16 @@ type Table<P, const N: usize, const W: usize> = Sadb<EspSa<P, W>, N>;
 /// SAs, and the lifetime timers.
 ///
 /// `SAS` is the capacity of each SADB (inbound and outbound), `POLICIES` that of the SPD,
-/// `W` the replay bitmap size of every SA (see [`EspSa`]).
-pub struct Dataplane<P: CryptoProvider, const SAS: usize, const POLICIES: usize, const W: usize = 2>
-{
+/// `W` the replay bitmap size of every SA (see [`EspSa`]), `FRAGS` and `FRAG_SIZE` the
+/// number and payload size of the reassembly buffers used by [`Dataplane::receive`].
+pub struct Dataplane<
+    P: CryptoProvider,
+    const SAS: usize,
+    const POLICIES: usize,
+    const W: usize = 2,
+    const FRAGS: usize = 4,
+    const FRAG_SIZE: usize = 4096,
+> {
     spd: Spd<POLICIES>,
     inbound: Table<P, SAS, W>,
     outbound: Table<P, SAS, W>,
@@ -181,10 +214,19 @@ pub struct Dataplane<P: CryptoProvider, const SAS: usize, const POLICIES: usize,
     out_timers: BinaryHeap<(Instant, SaHandle), Min, SAS>,
     events: Deque<DataplaneEvent, 16>,
     counters: DataplaneCounters,
+    idle: idle::IdleTimers<SAS>,
+    path: path::PathState<SAS>,
+    reassembler: Reassembler<FRAGS, FRAG_SIZE>,
 }
 
-impl<P: CryptoProvider, const SAS: usize, const POLICIES: usize, const W: usize>
-    Dataplane<P, SAS, POLICIES, W>
+impl<
+    P: CryptoProvider,
+    const SAS: usize,
+    const POLICIES: usize,
+    const W: usize,
+    const FRAGS: usize,
+    const FRAG_SIZE: usize,
+> Dataplane<P, SAS, POLICIES, W, FRAGS, FRAG_SIZE>
 {
     /// An empty data plane whose SPD falls back to `default_action` (RFC 4301: discard;
     /// IOS: bypass).
@@ -199,6 +241,9 @@ impl<P: CryptoProvider, const SAS: usize, const POLICIES: usize, const W: usize>
             out_timers: BinaryHeap::new(),
             events: Deque::new(),
             counters: DataplaneCounters::default(),
+            idle: idle::IdleTimers::new(),
+            path: path::PathState::new(),
+            reassembler: Reassembler::new(crate::reassembly::DEFAULT_TIMEOUT),
         }
     }
 
@@ -231,6 +276,7 @@ impl<P: CryptoProvider, const SAS: usize, const POLICIES: usize, const W: usize>
         let deadline = sa.poll_timeout();
         let h = self.inbound.insert(sa)?;
         self.arm(deadline, h, true);
+        self.idle_track(h, true);
         Ok(h)
     }
 
@@ -255,6 +301,7 @@ impl<P: CryptoProvider, const SAS: usize, const POLICIES: usize, const W: usize>
             return Err(DataplaneError::Full);
         }
         self.arm(deadline, h, false);
+        self.idle_track(h, false);
         Ok(h)
     }
 
@@ -409,21 +456,31 @@ impl<P: CryptoProvider, const SAS: usize, const POLICIES: usize, const W: usize>
         }
     }
 
-    /// The earliest SA deadline (lifetimes).
+    /// The earliest deadline: lifetimes, idle timeouts, path MTU aging, reassembly.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.in_timers.peek().map(|(t, _)| *t);
-        let b = self.out_timers.peek().map(|(t, _)| *t);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.in_timers.peek().map(|(t, _)| *t),
+            self.out_timers.peek().map(|(t, _)| *t),
+            self.idle.next_deadline(),
+            self.path.next_deadline(),
+            self.reassembler.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires every deadline due at `now`. A spurious call is a no-op.
+    ///
+    /// Drain [`Dataplane::poll_event`] afterwards: idle deletions wait for room in the
+    /// event queue rather than lose their event, so they stay due until it is drained.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.fire(now, true);
         self.fire(now, false);
+        self.fire_idle(now);
+        self.fire_pmtu_aging(now);
+        self.reassembler.handle_timeout(now);
     }
 
     fn fire(&mut self, now: Instant, inbound: bool) {

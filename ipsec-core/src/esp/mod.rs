@@ -170,4 +170,11 @@ pub enum SaEvent {
         /// The SA's SPI.
         spi: u32,
     },
+    /// The SA (and its pair) carried no traffic for the idle time and was deleted
+    /// (`crypto ipsec security-association idle-time`): send a DELETE for it. Raised by
+    /// the [`Dataplane`](crate::dataplane::Dataplane), never by an SA on its own.
+    IdleExpired {
+        /// The SA's SPI.
+        spi: u32,
+    },
 }

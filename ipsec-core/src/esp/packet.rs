@@ -528,7 +528,11 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
         })
     }
 
-    pub(super) fn check_selector(&self, packet: &[u8], range: Range<usize>) -> Result<Range<usize>, EspError> {
+    pub(super) fn check_selector(
+        &self,
+        packet: &[u8],
+        range: Range<usize>,
+    ) -> Result<Range<usize>, EspError> {
         if let Some(sel) = &self.config.selector {
             let inner = packet.get(range.clone()).ok_or(EspError::InvalidLength)?;
             let flow = Flow::from_ip_packet(inner)?;
@@ -542,7 +546,11 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
 
 /// Tunnel mode: the payload must be an IP packet of the version the next header names.
 /// TFC padding after it (RFC 4303 §2.7) is trimmed.
-pub(super) fn tunnel_inner(packet: &[u8], payload: Range<usize>, nh: u8) -> Result<Range<usize>, EspError> {
+pub(super) fn tunnel_inner(
+    packet: &[u8],
+    payload: Range<usize>,
+    nh: u8,
+) -> Result<Range<usize>, EspError> {
     let inner = packet.get(payload.clone()).ok_or(EspError::InvalidLength)?;
     let version = inner.first().map(|b| b >> 4);
     let len = match (nh, version) {

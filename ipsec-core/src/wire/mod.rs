@@ -10,6 +10,7 @@ use core::fmt;
 pub mod checksum;
 pub mod esp;
 pub mod gre;
+pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod udp;
