@@ -21,7 +21,7 @@ pub enum EspCommand {
 
 /// Encryption algorithm names.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum EncName {
+pub(crate) enum EncName {
     Null,
     DesCbc,
     #[value(name = "3des-cbc")]
@@ -41,7 +41,7 @@ enum EncName {
 }
 
 impl EncName {
-    fn encryption(self) -> Encryption {
+    pub(crate) fn encryption(self) -> Encryption {
         match self {
             Self::Null => Encryption::Null,
             Self::DesCbc => Encryption::Cbc(CipherAlg::DesCbc),
@@ -64,7 +64,7 @@ impl EncName {
 
 /// Integrity algorithm names.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum AuthName {
+pub(crate) enum AuthName {
     None,
     #[value(name = "hmac-sha1-96")]
     HmacSha1_96,
@@ -75,7 +75,7 @@ enum AuthName {
 }
 
 impl AuthName {
-    fn mac(self) -> Option<MacAlg> {
+    pub(crate) fn mac(self) -> Option<MacAlg> {
         match self {
             Self::None => None,
             Self::HmacSha1_96 => Some(MacAlg::HmacSha1_96),
@@ -160,9 +160,9 @@ pub struct SealArgs {
 
 /// Bytes given in hex on the command line (a newtype, so clap takes one value, not many).
 #[derive(Clone, Debug, Default)]
-struct Hex(Vec<u8>);
+pub(crate) struct Hex(pub(crate) Vec<u8>);
 
-fn parse_hex(s: &str) -> Result<Hex, String> {
+pub(crate) fn parse_hex(s: &str) -> Result<Hex, String> {
     let s: String = s
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
@@ -171,7 +171,7 @@ fn parse_hex(s: &str) -> Result<Hex, String> {
     hex::decode(s).map(Hex).map_err(|e| format!("not hex: {e}"))
 }
 
-fn parse_hex_u32(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_hex_u32(s: &str) -> Result<u32, String> {
     let s = s.strip_prefix("0x").unwrap_or(s);
     u32::from_str_radix(s, 16).map_err(|e| format!("not a 32-bit hex number: {e}"))
 }
