@@ -1,0 +1,420 @@
+//! `ipsec ike connect`: one IKEv1 connection over real UDP sockets, driven by the host
+//! clock. The interop tests run it in a network namespace against strongSwan; it is also
+//! a quick way to try a peer by hand. It sends ICMP echoes through the negotiated SA
+//! itself (no TUN needed), so it proves that keys, SPIs and encapsulation agree.
+
+use std::io::{ErrorKind, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration as StdDuration, Instant as StdInstant};
+
+use clap::Args;
+use hal_traits::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg};
+use ipsec_core::esp::{Encryption, EspSa, Mode, Transform};
+use ipsec_core::spd::{AddrRange, Selector};
+use ipsec_core::wire::ipv4::{Ipv4Packet, Ipv4Repr};
+use ipsec_core::wire::{checksum, proto};
+use ipsec_core::{Duration, Instant};
+use ipsec_ike::v1::{
+    CryptoMapEntry, ExchangeMode, Ike, IkeConfig, IkeEvent, IsakmpPolicy, PresharedKey,
+    Retransmit, TransformSet,
+};
+use ipsec_soft_crypto::{OsRng, SoftCrypto};
+
+use ipsec_std::show::transform_name;
+
+/// The crypto map entry this tool configures.
+const MAP: u32 = 10;
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Our address (UDP 500 and 4500 are bound on it).
+    #[arg(long)]
+    local: IpAddr,
+    /// The peer's address.
+    #[arg(long)]
+    peer: IpAddr,
+    /// The pre-shared key (or set IPSEC_PSK).
+    #[arg(long, env = "IPSEC_PSK", hide_env_values = true)]
+    psk: String,
+    /// Phase-1 proposal in strongSwan syntax: ENC-HASH-GROUP, e.g. aes128-sha1-modp2048,
+    /// 3des-sha1-modp1024, aes256-sha256-modp2048.
+    #[arg(long, default_value = "aes128-sha1-modp2048")]
+    ike: String,
+    /// Phase-2 proposal: ENC-HASH[-GROUP] (a group means PFS), e.g. aes128-sha1,
+    /// aes256-sha256-modp2048, 3des-sha1, aes128gcm16.
+    #[arg(long, default_value = "aes128-sha1")]
+    esp: String,
+    /// Our protected network (prefix), the local proxy identity.
+    #[arg(long)]
+    local_net: String,
+    /// The peer's protected network (prefix).
+    #[arg(long)]
+    remote_net: String,
+    /// Use Aggressive Mode instead of Main Mode when initiating.
+    #[arg(long)]
+    aggressive: bool,
+    /// Do not initiate: wait for the peer to.
+    #[arg(long)]
+    respond: bool,
+    /// Once the SA is up, send ICMP echo requests to this address through it.
+    #[arg(long)]
+    ping: Option<Ipv4Addr>,
+    /// Source address of the echo requests (inside the local network).
+    #[arg(long)]
+    ping_src: Option<Ipv4Addr>,
+    /// How many echo replies to wait for (up to four times as many requests are sent).
+    #[arg(long, default_value_t = 3)]
+    count: u32,
+    /// After the pings, delete the IPsec SA and the IKE SA (DELETE notifies).
+    #[arg(long)]
+    delete: bool,
+    /// After the pings, wait until the peer deletes the IPsec SA.
+    #[arg(long)]
+    wait_delete: bool,
+    /// Wait until this many echo requests from the peer's side have been answered
+    /// through the tunnel (this tool answers pings to any address of the local network).
+    #[arg(long, default_value_t = 0)]
+    answer: u32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 20)]
+    timeout: u64,
+    /// Retransmission timeout of IKE requests in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    retransmit_ms: u64,
+    /// TEST ONLY: append the negotiated ESP keys to this file, like SSLKEYLOGFILE, so
+    /// they can be compared with the peer's debug log. Never use on a real deployment.
+    #[arg(long)]
+    keylog: Option<PathBuf>,
+}
+
+fn parse_group(s: &str) -> Result<DhGroup, String> {
+    Ok(match s {
+        "modp768" => DhGroup::Modp768,
+        "modp1024" => DhGroup::Modp1024,
+        "modp1536" => DhGroup::Modp1536,
+        "modp2048" => DhGroup::Modp2048,
+        "modp3072" => DhGroup::Modp3072,
+        _ => return Err(format!("unknown DH group {s}")),
+    })
+}
+
+fn parse_ike(s: &str) -> Result<IsakmpPolicy, String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [enc, hash, group] = parts.as_slice() else {
+        return Err(format!("phase-1 proposal {s:?}: expected ENC-HASH-GROUP"));
+    };
+    let enc = match *enc {
+        "des" => CipherAlg::DesCbc,
+        "3des" => CipherAlg::TripleDesCbc,
+        "aes128" | "aes" => CipherAlg::Aes128Cbc,
+        "aes192" => CipherAlg::Aes192Cbc,
+        "aes256" => CipherAlg::Aes256Cbc,
+        other => return Err(format!("unknown phase-1 cipher {other}")),
+    };
+    let hash = match *hash {
+        "md5" => HashAlg::Md5,
+        "sha1" | "sha" => HashAlg::Sha1,
+        "sha256" => HashAlg::Sha256,
+        other => return Err(format!("unknown phase-1 hash {other}")),
+    };
+    Ok(IsakmpPolicy::new(10, enc, hash, parse_group(group)?))
+}
+
+fn parse_esp(s: &str) -> Result<(Transform, Option<DhGroup>), String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let (enc, rest) = parts.split_first().ok_or("empty ESP proposal")?;
+    let enc = match *enc {
+        "null" => Encryption::Null,
+        "des" => Encryption::Cbc(CipherAlg::DesCbc),
+        "3des" => Encryption::Cbc(CipherAlg::TripleDesCbc),
+        "aes128" | "aes" => Encryption::Cbc(CipherAlg::Aes128Cbc),
+        "aes192" => Encryption::Cbc(CipherAlg::Aes192Cbc),
+        "aes256" => Encryption::Cbc(CipherAlg::Aes256Cbc),
+        "aes128gcm8" => Encryption::Gcm(AeadAlg::Aes128Gcm8),
+        "aes128gcm12" => Encryption::Gcm(AeadAlg::Aes128Gcm12),
+        "aes128gcm16" => Encryption::Gcm(AeadAlg::Aes128Gcm16),
+        "aes256gcm8" => Encryption::Gcm(AeadAlg::Aes256Gcm8),
+        "aes256gcm12" => Encryption::Gcm(AeadAlg::Aes256Gcm12),
+        "aes256gcm16" => Encryption::Gcm(AeadAlg::Aes256Gcm16),
+        other => return Err(format!("unknown ESP cipher {other}")),
+    };
+    let mut auth = None;
+    let mut pfs = None;
+    for p in rest {
+        match *p {
+            "md5" => auth = Some(MacAlg::HmacMd5_96),
+            "sha1" | "sha" => auth = Some(MacAlg::HmacSha1_96),
+            "sha256" => auth = Some(MacAlg::HmacSha256_128),
+            g => pfs = Some(parse_group(g)?),
+        }
+    }
+    let t = Transform { enc, auth };
+    t.validate().map_err(|_| format!("invalid ESP proposal {s:?}"))?;
+    Ok((t, pfs))
+}
+
+fn parse_net(s: &str) -> Result<AddrRange, String> {
+    let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected ADDR/LEN"))?;
+    let a: IpAddr = a.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let l: u8 = l.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    AddrRange::from_prefix(a, l).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn config(a: &ConnectArgs) -> Result<IkeConfig, String> {
+    let mut cfg = IkeConfig::new(a.local);
+    cfg.retransmit = Retransmit { timeout: Duration::from_millis(a.retransmit_ms), ..Retransmit::default() };
+    cfg.add_policy(parse_ike(&a.ike)?).map_err(|e| e.to_string())?;
+    cfg.add_key(PresharedKey::address(a.peer, a.psk.as_bytes()).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let (t, pfs) = parse_esp(&a.esp)?;
+    let sel = Selector::new(parse_net(&a.local_net)?, parse_net(&a.remote_net)?)
+        .map_err(|e| e.to_string())?;
+    let mut entry = CryptoMapEntry::new(MAP, sel);
+    entry.add_peer(a.peer).map_err(|e| e.to_string())?;
+    entry
+        .add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    entry.pfs = pfs;
+    if a.aggressive {
+        entry.exchange = ExchangeMode::Aggressive;
+    }
+    cfg.add_crypto_map(entry).map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x49, 0x50];
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(b"ipsec-rs interop echo payload..");
+    let sum = checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let r = Ipv4Repr {
+        src,
+        dst,
+        protocol: proto::ICMP,
+        payload_len: icmp.len(),
+        ttl: 64,
+        tos: 0,
+        ident: seq,
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+    };
+    let mut p = vec![0; r.buffer_len()];
+    let h = r.emit(&mut p).unwrap_or(20);
+    p[h..].copy_from_slice(&icmp);
+    p
+}
+
+/// The reply to an ICMP echo request, or `None` if `p` is not one. Lets this tool answer
+/// pings from the peer's protected hosts without a TUN device.
+fn answer_echo(p: &[u8]) -> Option<Vec<u8>> {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    let icmp = ip.payload();
+    if ip.protocol() != proto::ICMP || icmp.first() != Some(&8) {
+        return None;
+    }
+    let mut reply_icmp = icmp.to_vec();
+    reply_icmp[0] = 0;
+    reply_icmp[2..4].copy_from_slice(&[0, 0]);
+    let sum = checksum::checksum(&reply_icmp);
+    reply_icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let r = Ipv4Repr {
+        src: ip.dst_addr(),
+        dst: ip.src_addr(),
+        protocol: proto::ICMP,
+        payload_len: reply_icmp.len(),
+        ttl: 64,
+        tos: ip.tos(),
+        ident: ip.ident(),
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+    };
+    let mut out = vec![0; r.buffer_len()];
+    let h = r.emit(&mut out).ok()?;
+    out[h..].copy_from_slice(&reply_icmp);
+    Some(out)
+}
+
+/// An echo reply to us, as (source, sequence number).
+fn echo_reply(p: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    let icmp = ip.payload();
+    (ip.protocol() == proto::ICMP && icmp.first() == Some(&0) && icmp.get(4..6) == Some(&[0x49, 0x50]))
+        .then(|| Some((ip.src_addr(), u16::from_be_bytes([*icmp.get(6)?, *icmp.get(7)?]))))
+        .flatten()
+}
+
+struct Child {
+    inbound: EspSa<SoftCrypto>,
+    outbound: EspSa<SoftCrypto>,
+    peer_esp: SocketAddr,
+}
+
+pub fn connect(a: ConnectArgs) -> Result<(), String> {
+    let cfg = config(&a)?;
+    let mut ike: Ike<SoftCrypto> = Ike::new(cfg);
+    let s500 = UdpSocket::bind((a.local, 500)).map_err(|e| format!("bind {}:500: {e}", a.local))?;
+    let s4500 = UdpSocket::bind((a.local, 4500)).map_err(|e| format!("bind {}:4500: {e}", a.local))?;
+    for s in [&s500, &s4500] {
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    }
+    let start = StdInstant::now();
+    let clock = || Instant::from_millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let deadline = clock() + Duration::from_secs(a.timeout);
+    let mut rng = OsRng;
+    let mut buf = vec![0u8; 65_536];
+    let mut child: Option<Child> = None;
+    if !a.respond {
+        ike.initiate(clock(), &mut rng, MAP).map_err(|e| format!("initiate: {e}"))?;
+    }
+    let (mut sent, mut replies, mut next_ping) = (0u32, 0u32, Instant::ZERO);
+    let mut deleted_by_peer = false;
+    let mut answered = 0u32;
+    let mut done_at: Option<Instant> = None;
+    loop {
+        let now = clock();
+        if now >= deadline {
+            return Err(format!("timeout after {} s (pings {replies}/{sent})", a.timeout));
+        }
+        if ike.poll_timeout().is_some_and(|t| t <= now) {
+            ike.handle_timeout(now, &mut rng);
+        }
+        while let Some(tx) = ike.poll_transmit(now, &mut buf) {
+            let sock = if tx.src.port() == 4500 { &s4500 } else { &s500 };
+            if let Err(e) = sock.send_to(&buf[..tx.len], tx.dst) {
+                eprintln!("ike: send to {}: {e}", tx.dst);
+            }
+        }
+        while let Some(ev) = ike.poll_event() {
+            match ev {
+                IkeEvent::Phase1Established { conn_id, local, peer, nat } => println!(
+                    "ike: phase 1 established conn {conn_id} local {local} peer {peer} nat local={} remote={}",
+                    nat.local_behind_nat, nat.remote_behind_nat
+                ),
+                IkeEvent::ChildSaEstablished(cs) => {
+                    let (ie, ia) = cs.inbound_keys();
+                    let (oe, oa) = cs.outbound_keys();
+                    let t = cs.outbound.transform;
+                    println!(
+                        "ike: child sa established map {} in spi {:#010x} out spi {:#010x} transform {} encap {}",
+                        cs.crypto_map,
+                        cs.inbound.spi,
+                        cs.outbound.spi,
+                        transform_name(&t),
+                        cs.outbound.udp_encap.map_or("none".into(), |u| format!("udp {}->{}", u.local_port, u.remote_port)),
+                    );
+                    if let Some(path) = &a.keylog {
+                        let line = format!(
+                            "esp in spi={:08x} enc={} auth={}\nesp out spi={:08x} enc={} auth={}\n",
+                            cs.inbound.spi,
+                            hex::encode(ie),
+                            hex::encode(ia),
+                            cs.outbound.spi,
+                            hex::encode(oe),
+                            hex::encode(oa)
+                        );
+                        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| e.to_string())?;
+                        f.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                    }
+                    let inbound = EspSa::new(cs.inbound.clone(), ie, ia, now).map_err(|e| format!("inbound SA: {e}"))?;
+                    let outbound = EspSa::new(cs.outbound.clone(), oe, oa, now).map_err(|e| format!("outbound SA: {e}"))?;
+                    let port = cs.outbound.udp_encap.map_or(4500, |u| u.remote_port);
+                    child = Some(Child { inbound, outbound, peer_esp: SocketAddr::new(cs.peer.ip(), port) });
+                    next_ping = now;
+                }
+                IkeEvent::ChildSaDeleted { inbound_spi, outbound_spi, reason, .. } => {
+                    println!("ike: child sa deleted in spi {inbound_spi:#010x} out spi {outbound_spi:#010x} reason {reason:?}");
+                    child = None;
+                    deleted_by_peer = true;
+                }
+                IkeEvent::Phase1Deleted { conn_id, reason, .. } => {
+                    println!("ike: phase 1 deleted conn {conn_id} reason {reason:?}");
+                }
+                IkeEvent::NegotiationFailed { reason, peer, .. } => {
+                    println!("ike: negotiation failed with {peer}: {reason:?}");
+                    return Err(format!("negotiation failed: {reason:?}"));
+                }
+                other => println!("ike: {other:?}"),
+            }
+        }
+        // Receive.
+        for (sock, port) in [(&s500, 500u16), (&s4500, 4500u16)] {
+            loop {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        let to = SocketAddr::new(a.local, port);
+                        let data = &mut buf[..n];
+                        if port == 500 || data.starts_with(&[0, 0, 0, 0]) {
+                            if let Err(e) = ike.handle_datagram(now, &mut rng, from, to, data) {
+                                eprintln!("ike: dropped datagram from {from}: {e}");
+                            }
+                        } else if data == [0xff] {
+                            // NAT keepalive.
+                        } else if let Some(c) = child.as_mut() {
+                            match c.inbound.open_udp_payload(now, data) {
+                                Ok(d) => {
+                                    if let Some((src, seq)) = echo_reply(d.packet) {
+                                        replies += 1;
+                                        println!("ping: reply {replies} from {src} seq {seq}");
+                                    } else if let Some(reply) = answer_echo(d.packet) {
+                                        let mut out = vec![0u8; reply.len() + 128];
+                                        let n = c
+                                            .outbound
+                                            .seal_udp_payload(now, &reply, &mut rng, &mut out)
+                                            .map_err(|e| e.to_string())?;
+                                        s4500.send_to(&out[..n], c.peer_esp).map_err(|e| e.to_string())?;
+                                        answered += 1;
+                                        println!("ping: answered echo request {answered} through the tunnel");
+                                    }
+                                }
+                                Err(e) => eprintln!("esp: dropped packet from {from}: {e}"),
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("recv: {e}")),
+                }
+            }
+        }
+        // Pings through the SA.
+        if let (Some(c), Some(dst), Some(src)) = (child.as_mut(), a.ping, a.ping_src) {
+            // Keep pinging until `count` replies came back: the peer may install its SA a
+            // moment after the last Quick Mode message and drop the first echo.
+            if replies < a.count && sent < a.count.saturating_mul(4) && now >= next_ping {
+                sent += 1;
+                let pkt = echo_request(src, dst, u16::try_from(sent).unwrap_or(u16::MAX));
+                let n = c.outbound.seal_udp_payload(now, &pkt, &mut rng, &mut buf).map_err(|e| e.to_string())?;
+                s4500.send_to(&buf[..n], c.peer_esp).map_err(|e| e.to_string())?;
+                next_ping = now + Duration::from_millis(500);
+            }
+        }
+        // Finished?
+        let pinged = (a.ping.is_none() || replies >= a.count) && answered >= a.answer;
+        if done_at.is_none() && child.is_some() && pinged {
+            if a.ping.is_some() {
+                println!("ping: {replies}/{sent} replies");
+            }
+            if a.delete {
+                let spi = child.as_ref().map_or(0, |c| c.inbound.spi());
+                ike.delete_child(now, &mut rng, spi).map_err(|e| format!("delete: {e}"))?;
+                let conns: Vec<u32> = ike.isakmp_status().map(|s| s.conn_id).collect();
+                for c in conns {
+                    let _ = ike.delete_ike_sa(now, &mut rng, c);
+                }
+                println!("ike: sent DELETE for the IPsec and IKE SAs");
+            }
+            done_at = Some(now);
+        }
+        if let Some(t) = done_at {
+            let waited = !a.wait_delete || deleted_by_peer;
+            // Linger a moment so DELETEs and late replies go out.
+            if waited && now >= t + Duration::from_millis(500) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(StdDuration::from_millis(2));
+    }
+}

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Interop suite: our `ipsec ike connect` against strongSwan 5.9.8 (kernel-libipsec) in
+# network namespaces, with and without a real NAT (nftables masquerade) in between.
+# Every scenario is bounded in time, cleans up after itself, and prints both sides' logs
+# when it fails. Needs root. Usage: run.sh [SCENARIO...]   (default: all)
+#
+# strongSwan here carries ESP only as UDP-encapsulated tunnel mode and fakes NAT-D, so
+# every scenario floats to 4500 and uses ESP-in-UDP (see strongswan-netns.sh).
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../../.." && pwd)
+IPSEC=${IPSEC:-$ROOT/target/debug/ipsec}
+SS="$HERE/strongswan-netns.sh"
+export STATE=${STATE:-/tmp/ipsec-rs-interop}
+export NS_PREFIX=${NS_PREFIX:-irs-}
+export TIMEOUT=20
+LOGDIR=${LOGDIR:-$STATE-logs}
+mkdir -p "$LOGDIR"
+L="${NS_PREFIX}left"
+R="${NS_PREFIX}right"
+LNET=198.51.100.0/25
+RNET=198.51.100.128/25
+KEYLOG_LEVELS="ike=4 chd=4 enc=1 net=1 cfg=2 knl=1 esp=1"
+pass=0
+fail=0
+failed=()
+
+cleanup() { "$SS" down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+psk() { cat "$STATE/psk"; }
+
+# ours LOCAL PEER [args...]: run our side in the left namespace (30 s bound).
+ours() {
+	local local_ip=$1 peer=$2
+	shift 2
+	ip netns exec "$L" timeout 40 "$IPSEC" ike connect --local "$local_ip" --peer "$peer" \
+		--psk "$(psk)" --local-net "$LNET" --remote-net "$RNET" --timeout 30 "$@"
+}
+
+# right_sas: strongSwan's view, one line.
+right_sas() { "$SS" swanctl right --list-sas --raw 2>/dev/null | grep 'list-sa event' || true; }
+
+expect() { # expect FILE PATTERN...
+	local f=$1
+	shift
+	for p in "$@"; do
+		grep -q -- "$p" "$f" || { echo "   missing: $p"; return 1; }
+	done
+}
+
+# keys_match KEYLOG: our ESP keys equal the ones charon logged (ike=4 chd=4).
+keys_match() {
+	local ours_f=$1 theirs
+	theirs=$("$SS" keys right 2>/dev/null)
+	local ie ia re ra
+	ie=$(awk '/^encryption initiator key/{print $4}' <<<"$theirs" | tail -1)
+	ia=$(awk '/^integrity initiator key/{print $4}' <<<"$theirs" | tail -1)
+	re=$(awk '/^encryption responder key/{print $4}' <<<"$theirs" | tail -1)
+	ra=$(awk '/^integrity responder key/{print $4}' <<<"$theirs" | tail -1)
+	[[ -n "$ie" && -n "$re" ]] || { echo "   charon logged no ESP keys"; return 1; }
+	# "initiator key" protects initiator->responder traffic.
+	local role=$2 out_enc out_auth in_enc in_auth
+	if [[ $role == initiator ]]; then
+		out_enc=$ie out_auth=$ia in_enc=$re in_auth=$ra
+	else
+		out_enc=$re out_auth=$ra in_enc=$ie in_auth=$ia
+	fi
+	grep -q "esp out .* enc=$out_enc auth=$out_auth" "$ours_f" &&
+		grep -q "esp in .* enc=$in_enc auth=$in_auth" "$ours_f" ||
+		{ echo "   ESP keys differ:"; cat "$ours_f"; echo "$theirs" | grep -E 'key'; return 1; }
+	echo "   ESP keys equal charon's: out enc=$out_enc in enc=$in_enc"
+}
+
+# --- scenarios ---------------------------------------------------------------------
+
+# Our side initiates Main Mode + Quick Mode, pings through, keys equal charon's.
+initiate() { # initiate IKE ESP [extra ours args]
+	local ike=$1 esp=$2
+	shift 2
+	IKE_PROPOSALS=$ike ESP_PROPOSALS=$esp LEFT=none LOG_LEVELS="$KEYLOG_LEVELS" "$SS" up || return 1
+	rm -f "$STATE/keylog"
+	ours 203.0.113.1 203.0.113.2 --ike "$ike" --esp "$esp" --ping 198.51.100.129 \
+		--ping-src 198.51.100.1 --count 3 --keylog "$STATE/keylog" "$@" > "$STATE/ours.out" 2>&1
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc == 0 ]] || return 1
+	expect "$STATE/ours.out" "phase 1 established" "encap udp 4500->4500" "ping: 3/3 replies" || return 1
+	local sas; sas=$(right_sas)
+	echo "   strongSwan: $(grep -o 'state=INSTALLED mode=TUNNEL protocol=ESP encap=yes' <<<"$sas") $(grep -o 'packets-in=[0-9]*' <<<"$sas") $(grep -o 'packets-out=[0-9]*' <<<"$sas")"
+	grep -q "state=INSTALLED mode=TUNNEL protocol=ESP encap=yes" <<<"$sas" || return 1
+	grep -q "packets-in=3 " <<<"$sas" || return 1
+	keys_match "$STATE/keylog" initiator
+}
+
+# strongSwan initiates, we respond; strongSwan pings through us.
+respond() { # respond IKE ESP
+	local ike=$1 esp=$2
+	IKE_PROPOSALS=$ike ESP_PROPOSALS=$esp LEFT=none RIGHT_REMOTE_ADDRS=203.0.113.1 \
+		RIGHT_REMOTE_ID=203.0.113.1 LOG_LEVELS="$KEYLOG_LEVELS" "$SS" up || return 1
+	rm -f "$STATE/keylog"
+	ours 203.0.113.1 203.0.113.2 --ike "$ike" --esp "$esp" --respond --answer 3 \
+		--keylog "$STATE/keylog" > "$STATE/ours.out" 2>&1 &
+	local pid=$!
+	sleep 0.3
+	"$SS" swanctl right --initiate --child net --timeout 20 > "$STATE/initiate.out" 2>&1
+	tail -3 "$STATE/initiate.out"
+	ip netns exec "$R" ping -c 3 -W 2 -I 198.51.100.129 198.51.100.1 | tail -2
+	wait $pid
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc == 0 ]] || return 1
+	expect "$STATE/ours.out" "phase 1 established" "answered echo request 3" || return 1
+	keys_match "$STATE/keylog" responder
+}
+
+mm_init_aes128() { initiate aes128-sha1-modp2048 aes128-sha1; }
+mm_init_aes256_pfs() { initiate aes256-sha256-modp2048 aes256-sha256-modp2048; }
+mm_init_3des() { initiate 3des-sha1-modp1024 3des-sha1; }
+mm_resp_aes128() { respond aes128-sha1-modp2048 aes128-sha1; }
+mm_resp_aes256_pfs() { respond aes256-sha256-modp2048 aes256-sha256-modp2048; }
+mm_resp_3des() { respond 3des-sha1-modp1024 3des-sha1; }
+am_init() { AGGRESSIVE=yes initiate aes128-sha1-modp2048 aes128-sha1 --aggressive; }
+am_resp() { AGGRESSIVE=yes respond aes128-sha1-modp2048 aes128-sha1; }
+
+# We DELETE: strongSwan removes both the CHILD_SA and the IKE_SA.
+delete_ours() {
+	LEFT=none "$SS" up || return 1
+	ours 203.0.113.1 203.0.113.2 --ping 198.51.100.129 --ping-src 198.51.100.1 --delete \
+		> "$STATE/ours.out" 2>&1 || { cat "$STATE/ours.out"; return 1; }
+	cat "$STATE/ours.out"
+	sleep 1
+	local sas; sas=$(right_sas)
+	echo "   strongSwan after our DELETE: ${sas:-no SAs}"
+	[[ -z "$sas" ]] || return 1
+	grep -E "received DELETE|deleting IKE_SA|closing CHILD_SA" "$STATE/right/charon.log" | tail -3
+}
+
+# strongSwan DELETEs: we remove the SA pair.
+delete_theirs() {
+	LEFT=none "$SS" up || return 1
+	ours 203.0.113.1 203.0.113.2 --ping 198.51.100.129 --ping-src 198.51.100.1 --wait-delete \
+		> "$STATE/ours.out" 2>&1 &
+	local pid=$!
+	"$SS" wait-child right 20 >/dev/null 2>&1
+	sleep 2
+	"$SS" swanctl right --terminate --child net --timeout 10 | tail -2
+	wait $pid
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc == 0 ]] && expect "$STATE/ours.out" "child sa deleted .* reason PeerDelete"
+}
+
+# A wrong PSK fails cleanly on both sides: nothing installed.
+wrong_psk() {
+	LEFT=none RIGHT_PSK=not-the-same-key "$SS" up || return 1
+	ip netns exec "$L" timeout 40 "$IPSEC" ike connect --local 203.0.113.1 --peer 203.0.113.2 \
+		--psk interop-test-psk-0123456789 --local-net "$LNET" --remote-net "$RNET" --timeout 30 \
+		--retransmit-ms 500 \
+		> "$STATE/ours.out" 2>&1
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc != 0 ]] || return 1
+	expect "$STATE/ours.out" "negotiation failed" || return 1
+	[[ -z "$(right_sas | grep INSTALLED)" ]] || return 1
+	grep -E "decryption failed|could not decrypt|PLD_MAL|AUTH" "$STATE/right/charon.log" | tail -2
+}
+
+# No common proposal: NO-PROPOSAL-CHOSEN on our side, "no proposal found" on theirs.
+no_proposal() {
+	LEFT=none RIGHT_IKE_PROPOSALS=aes256-sha256-modp3072 "$SS" up || return 1
+	ours 203.0.113.1 203.0.113.2 --ike aes128-sha1-modp2048 > "$STATE/ours.out" 2>&1
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc != 0 ]] || return 1
+	expect "$STATE/ours.out" "negotiation failed.*NoProposalChosen" || return 1
+	grep -E "no proposal found|NO_PROPOSAL" "$STATE/right/charon.log" | tail -2
+}
+
+# Our side behind a real NAT (masquerade, optionally with port remapping).
+nat_init() { # nat_init keep|remap
+	NAT=1 NAT_PORTS=$1 LEFT=none KEEPALIVE=5s "$SS" up || return 1
+	ours 192.0.2.2 203.0.113.2 --ping 198.51.100.129 --ping-src 198.51.100.1 > "$STATE/ours.out" 2>&1
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc == 0 ]] || return 1
+	expect "$STATE/ours.out" "nat local=true" "ping: 3/3 replies" || return 1
+	local sas; sas=$(right_sas)
+	echo "   strongSwan sees: $(grep -o 'remote-host=[0-9.]* remote-port=[0-9]*' <<<"$sas") $(grep -o 'encap=yes' <<<"$sas") $(grep -o 'packets-in=[0-9]*' <<<"$sas")"
+	grep -q "remote-host=203.0.113.1" <<<"$sas" && grep -q "encap=yes" <<<"$sas"
+}
+nat_init_keep() { nat_init keep; }
+nat_init_remap() { nat_init remap; }
+
+ALL=(mm_init_aes128 mm_init_aes256_pfs mm_init_3des mm_resp_aes128 mm_resp_aes256_pfs
+	mm_resp_3des am_init am_resp delete_ours delete_theirs wrong_psk no_proposal
+	nat_init_keep nat_init_remap)
+
+[[ -x "$IPSEC" ]] || { echo "build first: cargo build -p ipsec-std ($IPSEC missing)"; exit 1; }
+start=$(date +%s)
+for s in "${@:-${ALL[@]}}"; do
+	echo "=== $s"
+	t0=$(date +%s)
+	if (set -e; "$s") > "$LOGDIR/$s.log" 2>&1; then
+		sed 's/^/   /' "$LOGDIR/$s.log" | grep -E 'ike:|ping:|strongSwan|keys|DELETE' | head -12
+		echo "--- PASS $s ($(( $(date +%s) - t0 )) s)"
+		pass=$((pass + 1))
+	else
+		sed 's/^/   /' "$LOGDIR/$s.log" | tail -40
+		echo "   --- charon (right) log tail:"
+		tail -40 "$STATE/right/charon.log" 2>/dev/null | sed 's/^/   /'
+		echo "--- FAIL $s ($(( $(date +%s) - t0 )) s)"
+		fail=$((fail + 1))
+		failed+=("$s")
+	fi
+	cleanup
+done
+echo
+echo "interop: $pass passed, $fail failed in $(( $(date +%s) - start )) s ${failed[*]:+(failed: ${failed[*]})}"
+[[ $fail == 0 ]]
