@@ -39,6 +39,7 @@
 mod alg;
 mod error;
 mod secret;
+pub mod engine;
 
 pub use alg::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg};
 pub use error::CryptoError;

@@ -19,6 +19,8 @@ use ipsec_ike::v1::{
     CryptoMapEntry, ExchangeMode, Ike, IkeConfig, IkeEvent, IsakmpPolicy, PresharedKey,
     Retransmit, TransformSet,
 };
+use ipsec_nat_t::keepalive::{KeepaliveConfig, NatKeepalive};
+use ipsec_nat_t::natd::NatStatus as NattStatus;
 use ipsec_soft_crypto::{OsRng, SoftCrypto};
 
 use ipsec_std::show::transform_name;
@@ -82,6 +84,14 @@ pub struct ConnectArgs {
     /// Retransmission timeout of IKE requests in milliseconds.
     #[arg(long, default_value_t = 1000)]
     retransmit_ms: u64,
+    /// NAT keepalive interval in seconds (`crypto isakmp nat keepalive`), sent only when
+    /// we are behind a NAT and nothing else went to the peer in that interval.
+    #[arg(long, default_value_t = 20)]
+    nat_keepalive: u64,
+    /// Stay up this many seconds after everything asked for is done (to let keepalives
+    /// or the peer's DPD be observed).
+    #[arg(long, default_value_t = 0)]
+    linger: u64,
     /// TEST ONLY: append the negotiated ESP keys to this file, like SSLKEYLOGFILE, so
     /// they can be compared with the peer's debug log. Never use on a real deployment.
     #[arg(long)]
@@ -273,6 +283,7 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
     let (mut sent, mut replies, mut next_ping) = (0u32, 0u32, Instant::ZERO);
     let mut deleted_by_peer = false;
     let mut answered = 0u32;
+    let mut keepalive: Option<NatKeepalive> = None;
     let mut done_at: Option<Instant> = None;
     loop {
         let now = clock();
@@ -282,18 +293,44 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
         if ike.poll_timeout().is_some_and(|t| t <= now) {
             ike.handle_timeout(now, &mut rng);
         }
+        if let Some(ka) = keepalive.as_mut() {
+            if ka.poll_timeout().is_some_and(|t| t <= now) {
+                ka.handle_timeout(now);
+            }
+            if let Some(k) = ka.poll_transmit(now) {
+                let _ = s4500.send_to(k.payload(), k.dst);
+                println!("natt: keepalive sent to {}", k.dst);
+            }
+        }
         while let Some(tx) = ike.poll_transmit(now, &mut buf) {
             let sock = if tx.src.port() == 4500 { &s4500 } else { &s500 };
+            if tx.src.port() == 4500 {
+                if let Some(ka) = keepalive.as_mut() {
+                    ka.note_sent(now);
+                }
+            }
             if let Err(e) = sock.send_to(&buf[..tx.len], tx.dst) {
                 eprintln!("ike: send to {}: {e}", tx.dst);
             }
         }
         while let Some(ev) = ike.poll_event() {
             match ev {
-                IkeEvent::Phase1Established { conn_id, local, peer, nat } => println!(
-                    "ike: phase 1 established conn {conn_id} local {local} peer {peer} nat local={} remote={}",
-                    nat.local_behind_nat, nat.remote_behind_nat
-                ),
+                IkeEvent::Phase1Established { conn_id, local, peer, nat } => {
+                    println!(
+                        "ike: phase 1 established conn {conn_id} local {local} peer {peer} nat local={} remote={}",
+                        nat.local_behind_nat, nat.remote_behind_nat
+                    );
+                    let status = NattStatus {
+                        local_behind_nat: nat.local_behind_nat,
+                        remote_behind_nat: nat.remote_behind_nat,
+                    };
+                    let cfg = KeepaliveConfig::seconds(a.nat_keepalive);
+                    let ka = NatKeepalive::new(now, cfg, SocketAddr::new(peer.ip(), 4500), status);
+                    if ka.is_active() {
+                        println!("natt: behind a NAT, keepalives every {} s", a.nat_keepalive);
+                    }
+                    keepalive = Some(ka);
+                }
                 IkeEvent::ChildSaEstablished(cs) => {
                     let (ie, ia) = cs.inbound_keys();
                     let (oe, oa) = cs.outbound_keys();
@@ -388,6 +425,9 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                 let pkt = echo_request(src, dst, u16::try_from(sent).unwrap_or(u16::MAX));
                 let n = c.outbound.seal_udp_payload(now, &pkt, &mut rng, &mut buf).map_err(|e| e.to_string())?;
                 s4500.send_to(&buf[..n], c.peer_esp).map_err(|e| e.to_string())?;
+                if let Some(ka) = keepalive.as_mut() {
+                    ka.note_sent(now);
+                }
                 next_ping = now + Duration::from_millis(500);
             }
         }
@@ -411,7 +451,7 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
         if let Some(t) = done_at {
             let waited = !a.wait_delete || deleted_by_peer;
             // Linger a moment so DELETEs and late replies go out.
-            if waited && now >= t + Duration::from_millis(500) {
+            if waited && now >= t + Duration::from_millis(500) + Duration::from_secs(a.linger) {
                 return Ok(());
             }
         }

@@ -192,9 +192,49 @@ nat_init() { # nat_init keep|remap
 nat_init_keep() { nat_init keep; }
 nat_init_remap() { nat_init remap; }
 
+# Behind the NAT, our side sends NAT keepalives when idle; tshark on the inside link
+# sees them (single 0xFF byte to 4500), and ESP-in-UDP leaving for the peer.
+nat_keepalive() {
+	command -v tshark >/dev/null || { echo "tshark missing"; return 1; }
+	NAT=1 LEFT=none "$SS" up || return 1
+	"$SS" capture left l-in 12 "udp port 4500 or udp port 500" > "$STATE/pcapname" &
+	local cap=$!
+	sleep 1.5
+	ours 192.0.2.2 203.0.113.2 --ping 198.51.100.129 --ping-src 198.51.100.1 \
+		--nat-keepalive 2 --linger 7 > "$STATE/ours.out" 2>&1 || { cat "$STATE/ours.out"; return 1; }
+	cat "$STATE/ours.out"
+	wait $cap
+	local f; f=$(cat "$STATE/pcapname")
+	"$SS" dissect "$f" > "$STATE/dissect.txt"
+	grep -E "UDPENCAP|NAT-keepalive|ESP" "$STATE/dissect.txt" | head -12
+	local ka esp
+	ka=$(grep -c "192.0.2.2:4500 .*NAT-keepalive" "$STATE/dissect.txt")
+	esp=$(grep -c "192.0.2.2:4500 .* ESP " "$STATE/dissect.txt")
+	echo "   tshark on the inside link: $ka NAT keepalives and $esp ESP-in-UDP packets from our side"
+	[[ $ka -ge 2 && $esp -ge 3 ]]
+}
+
+# strongSwan behind the NAT initiates to our side in front of it, and pings through us.
+nat_resp() {
+	NAT=1 LEFT=strongswan "$SS" up || return 1
+	"$SS" kill right >/dev/null 2>&1 # we take right's place
+	sleep 0.5
+	ip netns exec "$R" timeout 40 "$IPSEC" ike connect --local 203.0.113.2 --peer 203.0.113.1 \
+		--psk "$(psk)" --local-net "$RNET" --remote-net "$LNET" --respond --answer 3 --timeout 30 \
+		> "$STATE/ours.out" 2>&1 &
+	local pid=$!
+	sleep 0.3
+	"$SS" initiate | tail -3 || true
+	"$SS" ping | tail -2
+	wait $pid
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc == 0 ]] && expect "$STATE/ours.out" "nat local=false remote=true" "answered echo request 3"
+}
+
 ALL=(mm_init_aes128 mm_init_aes256_pfs mm_init_3des mm_resp_aes128 mm_resp_aes256_pfs
 	mm_resp_3des am_init am_resp delete_ours delete_theirs wrong_psk no_proposal
-	nat_init_keep nat_init_remap)
+	nat_init_keep nat_init_remap nat_keepalive nat_resp)
 
 [[ -x "$IPSEC" ]] || { echo "build first: cargo build -p ipsec-std ($IPSEC missing)"; exit 1; }
 start=$(date +%s)
