@@ -256,5 +256,6 @@ for s in "${@:-${ALL[@]}}"; do
 	cleanup
 done
 echo
-echo "interop: $pass passed, $fail failed in $(( $(date +%s) - start )) s ${failed[*]:+(failed: ${failed[*]})}"
+echo "interop suite took $(( $(date +%s) - start )) s${failed[*]:+; failed: ${failed[*]}}"
+echo "interop: $pass passed, $fail failed"
 [[ $fail == 0 ]]
