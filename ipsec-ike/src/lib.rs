@@ -10,7 +10,11 @@
 //! * [`v1`]: IKEv1 itself. [`v1::keys`] is the key schedule of RFC 2409 §5 and
 //!   Appendix B (SKEYID and children, encryption key expansion, IVs, HASH_I/HASH_R,
 //!   Quick Mode and Informational hashes, KEYMAT), generic over the
-//!   [`hal_traits::Prf`] of any crypto provider.
+//!   [`hal_traits::Prf`] of any crypto provider. [`v1::Ike`] is the control plane: Main
+//!   and Aggressive Mode with pre-shared keys, NAT-T (RFC 3947), Quick Mode with PFS,
+//!   Informational DELETE / notifies / DPD answers, retransmission, peer failover and
+//!   rekeying, configured like IOS ([`v1::IkeConfig`]) and reporting through
+//!   [`v1::IkeEvent`]s.
 //!
 //! Invariants: `#![no_std]`, no heap (nested lists are received bytes or caller
 //! slices), no `unsafe`, no panics on any input, sans-IO. Wire code never decides and
@@ -20,7 +24,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(
     test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 #[cfg(test)]

@@ -25,11 +25,29 @@ use sim::*;
 fn pair_configs(exchange: ExchangeMode, pfs: Option<DhGroup>) -> (IkeConfig, IkeConfig) {
     let pol = policy(CipherAlg::Aes256Cbc, HashAlg::Sha256, DhGroup::Modp1024);
     let mut a = config(A, pol, b"lossy");
-    a.add_crypto_map(map(10, &[B], net(A_NET), net(B_NET), aes_sha1(), Mode::Tunnel, pfs, exchange))
-        .unwrap();
+    a.add_crypto_map(map(
+        10,
+        &[B],
+        net(A_NET),
+        net(B_NET),
+        aes_sha1(),
+        Mode::Tunnel,
+        pfs,
+        exchange,
+    ))
+    .unwrap();
     let mut b = config(B, pol, b"lossy");
-    b.add_crypto_map(map(10, &[A], net(B_NET), net(A_NET), aes_sha1(), Mode::Tunnel, pfs, exchange))
-        .unwrap();
+    b.add_crypto_map(map(
+        10,
+        &[A],
+        net(B_NET),
+        net(A_NET),
+        aes_sha1(),
+        Mode::Tunnel,
+        pfs,
+        exchange,
+    ))
+    .unwrap();
     (a, b)
 }
 
@@ -96,14 +114,16 @@ fn silent_peer_gives_up_after_the_backoff_schedule() {
     n.black_holes.push(v4(B));
     let t0 = n.now;
     n.initiate(0, 10).unwrap();
-    assert!(n.run_until(Duration::from_secs(60), |n| n.count(0, |e| matches!(
-        e,
-        IkeEvent::NegotiationFailed {
-            reason: FailReason::Timeout,
-            crypto_map: Some(10),
-            ..
-        }
-    )) == 1));
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| n.count(0, |e| matches!(
+            e,
+            IkeEvent::NegotiationFailed {
+                reason: FailReason::Timeout,
+                crypto_map: Some(10),
+                ..
+            }
+        )) == 1)
+    );
     let rt = fast_retransmit();
     assert_eq!(n.now, t0 + rt.total(), "gave up exactly after the schedule");
     // 0.5 s, then x1.8 each: 1 + 5 transmissions at these offsets.
@@ -111,15 +131,25 @@ fn silent_peer_gives_up_after_the_backoff_schedule() {
     assert_eq!(times, [0, 500, 1400, 3020, 5936, 11184]);
     assert_eq!(n.nodes[0].ike.counters().retransmits, 5);
     assert_eq!(n.nodes[0].ike.isakmp_status().count(), 0);
-    assert_eq!(n.nodes[0].ike.poll_timeout(), None, "nothing left to wait for");
+    assert_eq!(
+        n.nodes[0].ike.poll_timeout(),
+        None,
+        "nothing left to wait for"
+    );
 }
 
 /// Drops the first message of `exchange` carrying `flags`, `nth` (0-based) of its kind.
 fn drop_nth(n: &mut Net, exchange: u8, nth: usize, encrypted: bool) {
     let count = Rc::new(RefCell::new(0usize));
     n.tamper = Some(Box::new(move |_, _, d| {
-        let off = if d.len() > 4 && d[..4] == [0; 4] { 4 } else { 0 };
-        let Ok(h) = Header::new_checked(&d[off..]) else { return true };
+        let off = if d.len() > 4 && d[..4] == [0; 4] {
+            4
+        } else {
+            0
+        };
+        let Ok(h) = Header::new_checked(&d[off..]) else {
+            return true;
+        };
         if h.exchange_type() != exchange || h.is_encrypted() != encrypted {
             return true;
         }
@@ -138,8 +168,15 @@ fn lost_qm3_is_recovered_by_the_responder_retransmitting_qm2() {
     n.initiate(0, 10).unwrap();
     assert!(n.run_until(Duration::from_secs(10), |n| n.children(1).len() == 1));
     assert_eq!(n.children(0).len(), 1);
-    assert!(n.nodes[1].ike.counters().retransmits >= 1, "QM2 retransmitted");
-    assert_eq!(n.nodes[0].ike.counters().duplicates, 1, "QM3 resent on QM2 repeat");
+    assert!(
+        n.nodes[1].ike.counters().retransmits >= 1,
+        "QM2 retransmitted"
+    );
+    assert_eq!(
+        n.nodes[0].ike.counters().duplicates,
+        1,
+        "QM3 resent on QM2 repeat"
+    );
 }
 
 #[test]
@@ -149,7 +186,10 @@ fn lost_am3_is_recovered_by_the_responder_retransmitting_am2() {
     drop_nth(&mut n, exchange_type::AGGRESSIVE, 0, true);
     n.initiate(0, 10).unwrap();
     assert!(n.run_until(Duration::from_secs(10), |n| n.children(1).len() == 1));
-    assert!(n.nodes[1].ike.counters().retransmits >= 1, "AM2 retransmitted");
+    assert!(
+        n.nodes[1].ike.counters().retransmits >= 1,
+        "AM2 retransmitted"
+    );
     assert_eq!(n.phase1_up(0), 1);
     assert_eq!(n.phase1_up(1), 1);
 }
@@ -162,8 +202,10 @@ fn lost_mm6_is_recovered_by_the_initiator_retransmitting_mm5() {
     drop_nth(&mut n, exchange_type::IDENTITY_PROTECTION, 1, true);
     let t0 = n.now;
     n.initiate(0, 10).unwrap();
-    assert!(n.run_until(Duration::from_secs(10), |n| n.children(0).len() == 1
-        && n.children(1).len() == 1));
+    assert!(
+        n.run_until(Duration::from_secs(10), |n| n.children(0).len() == 1
+            && n.children(1).len() == 1)
+    );
     assert_eq!(n.nodes[0].ike.counters().retransmits, 1);
     assert_eq!(n.nodes[1].ike.counters().duplicates, 1);
     assert!(n.now - t0 >= Duration::from_millis(500));

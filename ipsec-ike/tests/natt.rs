@@ -75,14 +75,18 @@ fn nat_of(n: &Net, k: usize) -> NatStatus {
 fn run_nat(exchange: ExchangeMode, remap: bool) {
     let mut n = setup(31, remap, exchange);
     // Record every datagram as sent (before the NAT): (from, to, first bytes).
-    let seen: Rc<RefCell<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>> = Rc::default();
+    let seen: Seen = Rc::default();
     let s2 = seen.clone();
     n.tamper = Some(Box::new(move |f, t, d| {
         s2.borrow_mut().push((f, t, d.clone()));
         true
     }));
     n.initiate(0, 10).unwrap();
-    assert!(n.run_until(Duration::from_secs(10), up), "{:?}", n.nodes[1].errors);
+    assert!(
+        n.run_until(Duration::from_secs(10), up),
+        "{:?}",
+        n.nodes[1].errors
+    );
     // The initiator is behind the NAT: it sees its own address changed; the responder
     // sees the peer's changed.
     assert_eq!(
@@ -107,14 +111,22 @@ fn run_nat(exchange: ExchangeMode, remap: bool) {
     };
     for (k, (f, t, d)) in seen.iter().enumerate() {
         if k < float_at {
-            assert_eq!((f.port(), t.port() == 500 || t.port() >= 40_000), (500, true), "{k}");
+            assert_eq!(
+                (f.port(), t.port() == 500 || t.port() >= 40_000),
+                (500, true),
+                "{k}"
+            );
         } else {
             assert_eq!(f.port(), 4500, "message {k} floated");
             assert_eq!(&d[..4], &[0, 0, 0, 0], "non-ESP marker");
             Header::new_checked(&d[4..]).unwrap();
         }
     }
-    let pub_4500 = n.nat.as_ref().unwrap().public_port(SocketAddr::new(v4(INSIDE), 4500));
+    let pub_4500 = n
+        .nat
+        .as_ref()
+        .unwrap()
+        .public_port(SocketAddr::new(v4(INSIDE), 4500));
     let pub_4500 = pub_4500.unwrap();
     if remap {
         assert_ne!(pub_4500, 4500);
@@ -142,8 +154,16 @@ fn run_nat(exchange: ExchangeMode, remap: bool) {
     }
     // ESP in UDP both ways; the NAT rewrites B -> A's destination port back to 4500.
     let mut rng = Rng(3);
-    let ab = ipv4_udp(Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 2, 0, 1), b"nat a->b");
-    let ba = ipv4_udp(Ipv4Addr::new(10, 2, 0, 1), Ipv4Addr::new(10, 1, 0, 1), b"nat b->a");
+    let ab = ipv4_udp(
+        Ipv4Addr::new(10, 1, 0, 1),
+        Ipv4Addr::new(10, 2, 0, 1),
+        b"nat a->b",
+    );
+    let ba = ipv4_udp(
+        Ipv4Addr::new(10, 2, 0, 1),
+        Ipv4Addr::new(10, 1, 0, 1),
+        b"nat b->a",
+    );
     esp_one_way(&a, &b, &ab, None, &mut rng);
     esp_one_way(&b, &a, &ba, Some(4500), &mut rng);
 }
@@ -194,9 +214,21 @@ fn no_nat_no_float() {
     n.initiate(0, 10).unwrap();
     assert!(n.run_until(Duration::from_secs(10), up));
     assert!(!nat_of(&n, 0).detected() && !nat_of(&n, 1).detected());
-    assert!(n.log.iter().all(|(_, f, t, _)| f.port() == 500 && t.port() == 500));
+    assert!(
+        n.log
+            .iter()
+            .all(|(_, f, t, _)| f.port() == 500 && t.port() == 500)
+    );
     assert_eq!(n.children(0)[0].inbound.udp_encap, None);
-    assert!(!n.nodes[0].ike.isakmp_status().next().unwrap().capabilities.nat_t);
+    assert!(
+        !n.nodes[0]
+            .ike
+            .isakmp_status()
+            .next()
+            .unwrap()
+            .capabilities
+            .nat_t
+    );
 }
 
 /// A peer that announces only the NAT-T drafts: NAT-D travels as payload type 130 and
@@ -207,8 +239,14 @@ fn draft_only_peer_uses_draft_numbers() {
     let natd_types: Rc<RefCell<Vec<u8>>> = Rc::default();
     let t2 = natd_types.clone();
     n.tamper = Some(Box::new(move |_, _, d| {
-        let off = if d.len() > 4 && d[..4] == [0, 0, 0, 0] { 4 } else { 0 };
-        let Ok(h) = Header::new_checked(&d[off..]) else { return true };
+        let off = if d.len() > 4 && d[..4] == [0, 0, 0, 0] {
+            4
+        } else {
+            0
+        };
+        let Ok(h) = Header::new_checked(&d[off..]) else {
+            return true;
+        };
         if h.is_encrypted() {
             return true;
         }
@@ -217,7 +255,10 @@ fn draft_only_peer_uses_draft_numbers() {
             if p.payload_type == payload_type::VENDOR_ID && p.body == vendor_id::NATT_RFC3947 {
                 rfc_at = Some(off + 28 + p.offset + 4);
             }
-            if matches!(p.payload_type, payload_type::NAT_D | payload_type::NAT_D_DRAFT) {
+            if matches!(
+                p.payload_type,
+                payload_type::NAT_D | payload_type::NAT_D_DRAFT
+            ) {
                 t2.borrow_mut().push(p.payload_type);
             }
         }
@@ -237,7 +278,11 @@ fn draft_only_peer_uses_draft_numbers() {
     let a = n.children(0)[0].clone();
     let b = n.children(1)[0].clone();
     let mut rng = Rng(4);
-    let ab = ipv4_udp(Ipv4Addr::new(10, 1, 0, 1), Ipv4Addr::new(10, 2, 0, 1), b"draft");
+    let ab = ipv4_udp(
+        Ipv4Addr::new(10, 1, 0, 1),
+        Ipv4Addr::new(10, 2, 0, 1),
+        b"draft",
+    );
     esp_one_way(&a, &b, &ab, None, &mut rng);
 }
 

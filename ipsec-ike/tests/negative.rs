@@ -43,11 +43,29 @@ fn cfgs(
     exchange: ExchangeMode,
 ) -> (IkeConfig, IkeConfig) {
     let mut a = config(A, pa, ka);
-    a.add_crypto_map(map(10, &[B], net(A_NET), net(B_NET), ta, Mode::Tunnel, None, exchange))
-        .unwrap();
+    a.add_crypto_map(map(
+        10,
+        &[B],
+        net(A_NET),
+        net(B_NET),
+        ta,
+        Mode::Tunnel,
+        None,
+        exchange,
+    ))
+    .unwrap();
     let mut b = config(B, pb, kb);
-    b.add_crypto_map(map(10, &[A], net(B_NET), net(A_NET), tb, Mode::Tunnel, None, exchange))
-        .unwrap();
+    b.add_crypto_map(map(
+        10,
+        &[A],
+        net(B_NET),
+        net(A_NET),
+        tb,
+        Mode::Tunnel,
+        None,
+        exchange,
+    ))
+    .unwrap();
     (a, b)
 }
 
@@ -83,12 +101,25 @@ fn three_des_md5() -> Transform {
 }
 
 fn wrong_psk(exchange: ExchangeMode) {
-    let (a, b) = cfgs(pol(), pol(), b"right", b"wrong", aes_sha1(), aes_sha1(), exchange);
+    let (a, b) = cfgs(
+        pol(),
+        pol(),
+        b"right",
+        b"wrong",
+        aes_sha1(),
+        aes_sha1(),
+        exchange,
+    );
     let mut n = Net::pair(41, a, b);
     n.initiate(0, 10).unwrap();
-    assert!(n.run_until(Duration::from_secs(120), |n| !failed(n, 0).is_empty()
-        && !failed(n, 1).is_empty()));
-    assert_eq!(failed(&n, 0), [(Some(10), FailReason::AuthenticationFailed)]);
+    assert!(
+        n.run_until(Duration::from_secs(120), |n| !failed(n, 0).is_empty()
+            && !failed(n, 1).is_empty())
+    );
+    assert_eq!(
+        failed(&n, 0),
+        [(Some(10), FailReason::AuthenticationFailed)]
+    );
     assert_eq!(failed(&n, 1), [(None, FailReason::AuthenticationFailed)]);
     for k in 0..2 {
         assert_eq!(n.phase1_up(k), 0);
@@ -103,8 +134,10 @@ fn wrong_psk(exchange: ExchangeMode) {
     cfg.keys.clear();
     cfg.add_key(key).unwrap();
     n.initiate(0, 10).unwrap();
-    assert!(n.run_until(Duration::from_secs(10), |n| n.children(0).len() == 1
-        && n.children(1).len() == 1));
+    assert!(
+        n.run_until(Duration::from_secs(10), |n| n.children(0).len() == 1
+            && n.children(1).len() == 1)
+    );
 }
 
 #[test]
@@ -120,7 +153,15 @@ fn wrong_psk_aggressive_mode() {
 #[test]
 fn no_proposal_phase1() {
     let pb = policy(CipherAlg::TripleDesCbc, HashAlg::Md5, DhGroup::Modp768);
-    let (a, b) = cfgs(pol(), pb, b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (a, b) = cfgs(
+        pol(),
+        pb,
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     let mut n = Net::pair(42, a, b);
     n.initiate(0, 10).unwrap();
     assert!(n.run_until(Duration::from_secs(5), |n| !failed(n, 0).is_empty()));
@@ -134,11 +175,21 @@ fn no_proposal_phase1() {
 
 #[test]
 fn no_proposal_phase2() {
-    let (a, b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), three_des_md5(), ExchangeMode::Main);
+    let (a, b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        three_des_md5(),
+        ExchangeMode::Main,
+    );
     let mut n = Net::pair(43, a, b);
     n.initiate(0, 10).unwrap();
-    assert!(n.run_until(Duration::from_secs(5), |n| !failed(n, 0).is_empty()
-        && !failed(n, 1).is_empty()));
+    assert!(
+        n.run_until(Duration::from_secs(5), |n| !failed(n, 0).is_empty()
+            && !failed(n, 1).is_empty())
+    );
     assert_eq!(failed(&n, 0), [(Some(10), FailReason::NoProposalChosen)]);
     assert_eq!(failed(&n, 1), [(None, FailReason::NoProposalChosen)]);
     nothing_installed(&n);
@@ -153,21 +204,40 @@ fn no_proposal_phase2() {
 
 #[test]
 fn proxy_ids_outside_selector() {
-    let (a, mut b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (a, mut b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     // The responder only protects a /24 of its side: the initiator's /16 is too wide.
     b.crypto_maps[0].selector.local =
         AddrRange::from_prefix(v4(Ipv4Addr::new(10, 2, 0, 0)), 24).unwrap();
     let mut n = Net::pair(44, a, b);
     n.initiate(0, 10).unwrap();
     assert!(n.run_until(Duration::from_secs(5), |n| !failed(n, 0).is_empty()));
-    assert_eq!(failed(&n, 0), [(Some(10), FailReason::InvalidIdInformation)]);
+    assert_eq!(
+        failed(&n, 0),
+        [(Some(10), FailReason::InvalidIdInformation)]
+    );
     assert_eq!(failed(&n, 1), [(None, FailReason::InvalidIdInformation)]);
     nothing_installed(&n);
 }
 
 #[test]
 fn dynamic_map_accepts_the_initiators_proxy_ids() {
-    let (a, mut b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (a, mut b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     b.crypto_maps[0].dynamic = true;
     b.crypto_maps[0].peers.clear();
     b.crypto_maps[0].selector.local = AddrRange::host(v4(Ipv4Addr::new(10, 9, 9, 9)));
@@ -190,9 +260,17 @@ fn dynamic_map_accepts_the_initiators_proxy_ids() {
 fn tamper_once(n: &mut Net, which: impl Fn(&HeaderRepr) -> bool + 'static) {
     let done = Rc::new(RefCell::new(false));
     n.tamper = Some(Box::new(move |_, _, d| {
-        let off = if d.len() > 4 && d[..4] == [0; 4] { 4 } else { 0 };
-        let Ok(h) = Header::new_checked(&d[off..]) else { return true };
-        let Ok(r) = HeaderRepr::parse(&h) else { return true };
+        let off = if d.len() > 4 && d[..4] == [0; 4] {
+            4
+        } else {
+            0
+        };
+        let Ok(h) = Header::new_checked(&d[off..]) else {
+            return true;
+        };
+        let Ok(r) = HeaderRepr::parse(&h) else {
+            return true;
+        };
         if !*done.borrow() && which(&r) {
             *done.borrow_mut() = true;
             // The first ciphertext block: garbles the first payload (a HASH or ID),
@@ -209,15 +287,24 @@ fn tampered_encrypted_messages_are_dropped_and_retransmission_recovers() {
     for (name, which) in [
         (
             "MM5",
-            Box::new(|h: &HeaderRepr| h.exchange_type == exchange_type::IDENTITY_PROTECTION && h.flags & 1 == 1)
-                as Box<dyn Fn(&HeaderRepr) -> bool>,
+            Box::new(|h: &HeaderRepr| {
+                h.exchange_type == exchange_type::IDENTITY_PROTECTION && h.flags & 1 == 1
+            }) as Box<dyn Fn(&HeaderRepr) -> bool>,
         ),
         (
             "QM1",
             Box::new(|h: &HeaderRepr| h.exchange_type == exchange_type::QUICK_MODE),
         ),
     ] {
-        let (a, b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+        let (a, b) = cfgs(
+            pol(),
+            pol(),
+            b"k",
+            b"k",
+            aes_sha1(),
+            aes_sha1(),
+            ExchangeMode::Main,
+        );
         let mut n = Net::pair(46, a, b);
         tamper_once(&mut n, which);
         n.initiate(0, 10).unwrap();
@@ -238,14 +325,26 @@ fn tampered_encrypted_messages_are_dropped_and_retransmission_recovers() {
         assert_eq!(n.phase1_up(0), 1);
         let a = n.children(0)[0].clone();
         let b = n.children(1)[0].clone();
-        let p = ipv4_udp(Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(10, 2, 2, 2), b"ok");
+        let p = ipv4_udp(
+            Ipv4Addr::new(10, 1, 1, 1),
+            Ipv4Addr::new(10, 2, 2, 2),
+            b"ok",
+        );
         esp_one_way(&a, &b, &p, None, &mut Rng(1));
     }
 }
 
 /// Captures the initiator's MM1 (dropping it).
 fn capture_mm1() -> Vec<u8> {
-    let (a, b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (a, b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     let mut n = Net::pair(47, a, b);
     let got: Rc<RefCell<Vec<u8>>> = Rc::default();
     let g2 = got.clone();
@@ -261,7 +360,15 @@ fn capture_mm1() -> Vec<u8> {
 
 /// Feeds `data` to a fresh responder; returns its result and the notify it sent.
 fn feed(data: &[u8]) -> (Result<(), IkeError>, Option<u16>, usize) {
-    let (_, b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (_, b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     let mut n = Net::new(48);
     n.add(b, 1);
     let now = n.now;
@@ -313,7 +420,10 @@ fn malformed_and_unknown_payloads() {
     let mut m = mm1.clone();
     m[16] = 99;
     let (r, sent, sas) = feed(&m);
-    assert_eq!(r, Err(IkeError::Malformed(IkeWireError::InvalidPayloadType(99))));
+    assert_eq!(
+        r,
+        Err(IkeError::Malformed(IkeWireError::InvalidPayloadType(99)))
+    );
     assert_eq!((sent, sas), (Some(notify::INVALID_PAYLOAD_TYPE), 0));
 
     // Truncated datagrams, a header length beyond the datagram, a wrong major version:
@@ -328,7 +438,10 @@ fn malformed_and_unknown_payloads() {
     let (r, _, sas) = feed(&m);
     assert_eq!(
         (r, sas),
-        (Err(IkeError::Malformed(IkeWireError::InvalidMajorVersion)), 0)
+        (
+            Err(IkeError::Malformed(IkeWireError::InvalidMajorVersion)),
+            0
+        )
     );
     // Every truncation and every single-byte corruption of the header and first
     // payload header: never a panic, never a leaked SA on failure.
@@ -346,9 +459,17 @@ fn malformed_and_unknown_payloads() {
 
 #[test]
 fn replayed_messages_are_answered_from_the_stored_reply_or_ignored() {
-    let (a, b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (a, b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     let mut n = Net::pair(49, a, b);
-    let seen: Rc<RefCell<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>> = Rc::default();
+    let seen: Seen = Rc::default();
     let s2 = seen.clone();
     n.tamper = Some(Box::new(move |f, t, d| {
         s2.borrow_mut().push((f, t, d.clone()));
@@ -375,7 +496,13 @@ fn replayed_messages_are_answered_from_the_stored_reply_or_ignored() {
     n.run_for(Duration::from_secs(2));
     assert_eq!(n.log.len(), sent_before + 1, "MM6 once, nothing else");
     assert_eq!(n.nodes[1].ike.counters().duplicates, 2);
-    assert_eq!(n.nodes[0].ike.counters().duplicates, 1, "{:?} {:?}", n.nodes[0].errors, n.nodes[0].ike.counters());
+    assert_eq!(
+        n.nodes[0].ike.counters().duplicates,
+        1,
+        "{:?} {:?}",
+        n.nodes[0].errors,
+        n.nodes[0].ike.counters()
+    );
     // Later, the QM1 of a finished exchange is refused (message ID already used).
     n.run_for(Duration::from_secs(60));
     assert_eq!(replay(&mut n, &qm1), Err(IkeError::UnexpectedMessage));
@@ -387,7 +514,15 @@ fn replayed_messages_are_answered_from_the_stored_reply_or_ignored() {
 
 #[test]
 fn unauthenticated_delete_and_notifies_are_ignored() {
-    let (a, b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (a, b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     let mut n = Net::pair(50, a, b);
     n.initiate(0, 10).unwrap();
     assert!(n.run_until(Duration::from_secs(10), |n| n.children(1).len() == 1));
@@ -407,12 +542,24 @@ fn unauthenticated_delete_and_notifies_are_ignored() {
         length: 0,
     };
     let mut bld = MessageBuilder::new(&mut buf, &hdr).unwrap();
-    bld.push(&PayloadRepr::Delete(DeleteRepr::new(protocol_id::ISAKMP, 16, &ck)))
-        .unwrap();
-    bld.push(&PayloadRepr::Delete(DeleteRepr::new(protocol_id::ESP, 4, &spi)))
-        .unwrap();
-    bld.push(&PayloadRepr::Notify(NotifyRepr::isakmp(notify::INITIAL_CONTACT, &ck, &[])))
-        .unwrap();
+    bld.push(&PayloadRepr::Delete(DeleteRepr::new(
+        protocol_id::ISAKMP,
+        16,
+        &ck,
+    )))
+    .unwrap();
+    bld.push(&PayloadRepr::Delete(DeleteRepr::new(
+        protocol_id::ESP,
+        4,
+        &spi,
+    )))
+    .unwrap();
+    bld.push(&PayloadRepr::Notify(NotifyRepr::isakmp(
+        notify::INITIAL_CONTACT,
+        &ck,
+        &[],
+    )))
+    .unwrap();
     bld.push(&PayloadRepr::Notify(NotifyRepr::isakmp(
         notify::AUTHENTICATION_FAILED,
         &[],
@@ -434,13 +581,27 @@ fn unauthenticated_delete_and_notifies_are_ignored() {
     n.run_for(Duration::from_secs(1));
     assert_eq!(n.nodes[1].ike.isakmp_status().count(), 1);
     assert_eq!(n.nodes[1].ike.ipsec_status().count(), 1);
-    assert_eq!(n.count(1, |e| matches!(e, IkeEvent::ChildSaDeleted { .. } | IkeEvent::Phase1Deleted { .. })), 0);
+    assert_eq!(
+        n.count(1, |e| matches!(
+            e,
+            IkeEvent::ChildSaDeleted { .. } | IkeEvent::Phase1Deleted { .. }
+        )),
+        0
+    );
 }
 
 #[test]
 fn half_open_flood_is_bounded_and_drains() {
     let mm1 = capture_mm1();
-    let (_, b) = cfgs(pol(), pol(), b"k", b"k", aes_sha1(), aes_sha1(), ExchangeMode::Main);
+    let (_, b) = cfgs(
+        pol(),
+        pol(),
+        b"k",
+        b"k",
+        aes_sha1(),
+        aes_sha1(),
+        ExchangeMode::Main,
+    );
     let mut n = Net::new(51);
     n.add(b, 1);
     let now = n.now;

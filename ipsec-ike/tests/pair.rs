@@ -70,7 +70,10 @@ fn check_esp(n: &mut Net, mode: Mode) {
                 b"hello from B",
             ),
         ),
-        Mode::Transport => (ipv4_udp(A, B, b"transport A"), ipv4_udp(B, A, b"transport B")),
+        Mode::Transport => (
+            ipv4_udp(A, B, b"transport A"),
+            ipv4_udp(B, A, b"transport B"),
+        ),
     };
     let mut rng = Rng(7);
     esp_both_ways(&a, &b, &ab, &ba, &mut rng);
@@ -111,7 +114,11 @@ fn main_mode_quick_mode_basic() {
     assert!(a.inbound.spi >= 256 && a.outbound.spi >= 256);
     assert_eq!(a.inbound.udp_encap, None);
     // No datagram left port 500 (no NAT, no float).
-    assert!(n.log.iter().all(|(_, f, t, _)| f.port() == 500 && t.port() == 500));
+    assert!(
+        n.log
+            .iter()
+            .all(|(_, f, t, _)| f.port() == 500 && t.port() == 500)
+    );
     // 6 + 3 messages, nothing retransmitted.
     assert_eq!(n.log.len(), 9, "{:?}", n.log);
     check_esp(&mut n, Mode::Tunnel);
@@ -290,7 +297,9 @@ fn every_quick_mode_combination() {
             // Make room: delete it (both sides, by DELETE).
             let now = n.now;
             let node = &mut n.nodes[0];
-            node.ike.delete_child(now, &mut node.rng, a.inbound.spi).unwrap();
+            node.ike
+                .delete_child(now, &mut node.rng, a.inbound.spi)
+                .unwrap();
             let del = |n: &Net| {
                 n.count(1, |e| matches!(e, IkeEvent::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == a.outbound.spi)) == 1
             };
@@ -298,7 +307,16 @@ fn every_quick_mode_combination() {
             total += 1;
         }
         // One phase 1 served them all.
-        assert_eq!(n.phase1_up(0), 1, "{:#?}", n.nodes[0].events.iter().filter(|e| !matches!(e, IkeEvent::ChildSaEstablished(_))).collect::<Vec<_>>());
+        assert_eq!(
+            n.phase1_up(0),
+            1,
+            "{:#?}",
+            n.nodes[0]
+                .events
+                .iter()
+                .filter(|e| !matches!(e, IkeEvent::ChildSaEstablished(_)))
+                .collect::<Vec<_>>()
+        );
     }
     assert_eq!(total, 4 * 26);
 }

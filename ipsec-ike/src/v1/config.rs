@@ -359,7 +359,8 @@ pub struct IkeConfig {
     pub half_open_timeout: Duration,
     /// Most half-open phase-1 SAs per peer address (responder side).
     pub max_half_open_per_peer: u16,
-    /// Most half-open phase-1 SAs in total.
+    /// Most half-open phase-1 SAs in total (responder side; our own initiations are
+    /// bounded by the SA table).
     pub max_half_open: u16,
     /// The phase-1 initiator re-establishes the IKE SA at this percentage of its
     /// lifetime (default 90).

@@ -17,7 +17,6 @@ use crate::wire::{Header, HeaderRepr, exchange_type};
 /// A datagram to send: the UDP payload was written to `buf[..len]` (with the 4-byte
 /// non-ESP marker when `src` is the NAT-T port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Transmit {
     /// Our address and port to send from.
     pub src: SocketAddr,
@@ -25,6 +24,19 @@ pub struct Transmit {
     pub dst: SocketAddr,
     /// Bytes written.
     pub len: usize,
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Transmit {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "Transmit {{ src: {}, dst: {}, len: {=usize} }}",
+            defmt::Display2Format(&self.src),
+            defmt::Display2Format(&self.dst),
+            self.len
+        );
+    }
 }
 
 /// Counters for drops and retransmissions (`show crypto isakmp` style diagnostics).
@@ -496,7 +508,10 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
                     self.failover(now, rng, req, peer.ip());
                 }
             }
-            if rekey && self.newer_sa_to(peer.ip(), i).is_none() {
+            // Only an IKE SA still in use is re-established (it has child SAs with
+            // the peer); an idle one just expires, as on IOS.
+            let in_use = self.children.iter().any(|c| c.peer.ip() == peer.ip());
+            if rekey && in_use && self.newer_sa_to(peer.ip(), i).is_none() {
                 // Re-establish phase 1 before this one dies; Quick Modes move to the new
                 // SA once it is up (this one keeps serving until then).
                 let _ = self.start_phase1(now, rng, peer.ip(), mode, None, map, 0);

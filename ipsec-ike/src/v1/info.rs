@@ -145,7 +145,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let d = crypto.keys.informational_hash(mid, rest)?;
         h.copy_from_slice(d.as_slice());
         let len = b.finish_encrypted(crypto.block)?;
-        encrypt(&crypto.cbc, &iv, &mut o.buf, len)?;
+        encrypt(&crypto.cbc()?, &iv, &mut o.buf, len)?;
         o.len = len;
         sa.remember_mid(mid);
         self.queue_oneshot(o);
@@ -218,7 +218,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let crypto = sa.crypto.as_ref().ok_or(IkeError::UnexpectedMessage)?;
         let last = sa.last_block.ok_or(IkeError::UnexpectedMessage)?;
         let iv = phase2_iv::<P::Prf>(crypto.keys.hash_alg(), last.as_slice(), mid)?;
-        let (pt, _) = decrypt(&crypto.cbc, &iv, msg, &mut self.rx)
+        let (pt, _) = decrypt(&crypto.cbc()?, &iv, msg, &mut self.rx)
             .map_err(|_| IkeError::AuthenticationFailed)?;
         let m = msg::parse(exchange_type::INFORMATIONAL, hdr.next_payload, pt)
             .map_err(|_| IkeError::AuthenticationFailed)?;

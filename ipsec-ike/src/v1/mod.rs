@@ -59,3 +59,6 @@ pub use error::IkeError;
 pub use events::{ChildSa, DeleteReason, FailReason, IkeEvent, NatStatus};
 pub use ike::{Ike, IkeCounters, Transmit};
 pub use status::{Capabilities, ChildSaStatus, IsakmpSaStatus, IsakmpState, Role};
+
+#[cfg(test)]
+mod tests;

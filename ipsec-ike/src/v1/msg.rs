@@ -103,6 +103,26 @@ impl Msg<'_> {
     }
 }
 
+/// The leading HASH payload's body and every payload after it up to the end of the
+/// chain, found by lengths only (payload types not yet judged): what Quick Mode and
+/// Informational hashes cover, so a message is authenticated before its contents are
+/// examined.
+///
+/// # Errors
+/// Length errors; [`IkeWireError::InvalidPayloadType`] if the first payload is not HASH.
+pub fn hashed(first: u8, area: &[u8]) -> Result<(&[u8], &[u8]), IkeWireError> {
+    if first != pt::HASH {
+        return Err(IkeWireError::InvalidPayloadType(first));
+    }
+    let mut it = Payloads::new(first, area);
+    let h = it.next().ok_or(IkeWireError::Truncated)??;
+    for p in it.by_ref() {
+        p?;
+    }
+    let end = it.position();
+    Ok((h.body, area.get(h.end()..end).unwrap_or(&[])))
+}
+
 /// Decrypts the payload area of `msg` (a checked message) into `rx`. Returns the
 /// plaintext area and the IV for the next message (the last ciphertext block).
 ///

@@ -16,9 +16,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 
-use hal_traits::{
-    CbcCipher, CryptoProvider, DhGroup, DiffieHellman, MAX_DH_LEN, SecretBytes, SecureRng,
-};
+use hal_traits::{CryptoProvider, DhGroup, DiffieHellman, MAX_DH_LEN, SecretBytes, SecureRng};
 use ipsec_core::{Duration, Instant};
 use zeroize::Zeroize;
 
@@ -202,10 +200,16 @@ fn derive<P: CryptoProvider>(
 ) -> Result<(P1Crypto<P>, Iv), IkeError> {
     let keys = Phase1Keys::<P::Prf>::from_psk(chosen.hash, psk, ni, nr, gxy, cky_i, cky_r)?;
     let ka = keys.encryption_key(chosen.cipher)?;
-    let cbc = P::Cbc::new(chosen.cipher, ka.expose())?;
     let block = chosen.cipher.block_len();
     let iv = phase1_iv::<P::Prf>(chosen.hash, g_xi, g_xr, block)?;
-    Ok((P1Crypto { keys, cbc, block }, iv))
+    let c = P1Crypto {
+        keys,
+        ka,
+        alg: chosen.cipher,
+        block,
+    };
+    c.cbc()?; // the provider has this cipher
+    Ok((c, iv))
 }
 
 fn float(sa_local: &mut SocketAddr, sa_remote: &mut SocketAddr, port: u16) {
@@ -875,7 +879,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             )))?;
         }
         let len = b.finish_encrypted(crypto.block)?;
-        let next = encrypt(&crypto.cbc, &iv, &mut sa.tx.buf, len)?;
+        let next = encrypt(&crypto.cbc()?, &iv, &mut sa.tx.buf, len)?;
         sa.tx.arm(len, now, &rt, true);
         sa.iv = Some(next);
         sa.crypto = Some(crypto);
@@ -898,7 +902,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let crypto = sa.crypto.as_ref().ok_or(IkeError::UnexpectedMessage)?;
         let iv = sa.iv.ok_or(IkeError::UnexpectedMessage)?;
         let verified = (|| {
-            let (pt, next) = decrypt(&crypto.cbc, &iv, msg, &mut self.rx)?;
+            let (pt, next) = decrypt(&crypto.cbc()?, &iv, msg, &mut self.rx)?;
             let m = msg::parse(exchange_type::IDENTITY_PROTECTION, hdr.next_payload, pt)?;
             let (_, idr) = m.ids.first().ok_or(missing(payload_type::ID))?;
             let h = m.hash.ok_or(missing(payload_type::HASH))?;
@@ -1044,7 +1048,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let crypto = sa.crypto.as_ref().ok_or(IkeError::UnexpectedMessage)?;
         let iv = sa.iv.ok_or(IkeError::UnexpectedMessage)?;
         let verified = (|| {
-            let (pt, next) = decrypt(&crypto.cbc, &iv, msg, &mut self.rx)?;
+            let (pt, next) = decrypt(&crypto.cbc()?, &iv, msg, &mut self.rx)?;
             let m = msg::parse(exchange_type::IDENTITY_PROTECTION, hdr.next_payload, pt)?;
             let (_, idi) = m.ids.first().ok_or(missing(payload_type::ID))?;
             let h = m.hash.ok_or(missing(payload_type::HASH))?;
@@ -1109,7 +1113,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         b.push_raw(payload_type::ID, id.as_slice())?;
         b.push(&PayloadRepr::Hash(HashRepr::new(hash_r.as_slice())))?;
         let len = b.finish_encrypted(crypto.block)?;
-        let last = encrypt(&crypto.cbc, &next, &mut sa.tx.buf, len)?;
+        let last = encrypt(&crypto.cbc()?, &next, &mut sa.tx.buf, len)?;
         sa.tx.arm(len, now, &rt, false);
         sa.iv = Some(last);
         sa.last_block = Some(last);
@@ -1238,7 +1242,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             )))?;
         }
         let len = b.finish_encrypted(crypto.block)?;
-        let last = encrypt(&crypto.cbc, &iv, &mut sa.tx.buf, len)?;
+        let last = encrypt(&crypto.cbc()?, &iv, &mut sa.tx.buf, len)?;
         sa.tx.arm(len, now, &rt, false);
         sa.iv = Some(last);
         sa.last_block = Some(last);
@@ -1270,7 +1274,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let chosen = sa.chosen.ok_or(IkeError::UnexpectedMessage)?;
         let verified = (|| {
             let (area, next) = if encrypted {
-                decrypt(&crypto.cbc, &iv, msg, &mut self.rx)?
+                decrypt(&crypto.cbc()?, &iv, msg, &mut self.rx)?
             } else {
                 (msg.get(HEADER_LEN..).unwrap_or(&[]), iv)
             };

@@ -147,7 +147,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let d = crypto.keys.quick_hash1(mid, rest)?;
         h.copy_from_slice(d.as_slice());
         let len = b.finish_encrypted(crypto.block)?;
-        q.iv = encrypt(&crypto.cbc, &iv, &mut q.tx.buf, len)?;
+        q.iv = encrypt(&crypto.cbc()?, &iv, &mut q.tx.buf, len)?;
         q.tx.arm(len, now, &rt, true);
         sa.remember_mid(mid);
         Ok(())
@@ -199,7 +199,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         }
         match (q.role, q.state) {
             (Role::Initiator, QmState::I1) => self.qm_i2(now, rng, i, s, hdr, msg, from, to, fp),
-            (Role::Responder, QmState::R2) => self.qm_r3(now, i, s, hdr, msg, from, to, fp),
+            (Role::Responder, QmState::R2) => self.qm_r3(now, rng, i, s, hdr, msg, from, to, fp),
             _ => Err(IkeError::UnexpectedMessage),
         }
     }
@@ -230,20 +230,35 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let crypto = sa.crypto.as_ref().ok_or(IkeError::UnexpectedMessage)?;
         let last = sa.last_block.ok_or(IkeError::UnexpectedMessage)?;
         let iv = phase2_iv::<P::Prf>(crypto.keys.hash_alg(), last.as_slice(), mid)?;
-        let (pt, next) = decrypt(&crypto.cbc, &iv, msg, &mut self.rx)
+        let (pt, next) = decrypt(&crypto.cbc()?, &iv, msg, &mut self.rx)
             .map_err(|_| IkeError::AuthenticationFailed)?;
-        // Until HASH(1) verifies, nothing is trusted: a parse failure is an
+        // Until HASH(1) verifies, nothing is trusted: a broken chain is an
         // authentication failure (no notify, no state).
-        let m = msg::parse(exchange_type::QUICK_MODE, hdr.next_payload, pt)
-            .map_err(|_| IkeError::AuthenticationFailed)?;
-        let h = m
-            .leading_hash()
-            .map_err(|_| IkeError::AuthenticationFailed)?;
+        let (h, covered) =
+            msg::hashed(hdr.next_payload, pt).map_err(|_| IkeError::AuthenticationFailed)?;
         crypto
             .keys
-            .quick_hash1(mid, m.after_first)?
+            .quick_hash1(mid, covered)?
             .verify(h)
             .map_err(|_| IkeError::AuthenticationFailed)?;
+        if let Some(e) = msg::parse(exchange_type::QUICK_MODE, hdr.next_payload, pt).err() {
+            // Authenticated but unacceptable (an unknown payload type, a malformed SA):
+            // say so, encrypted (RFC 2408 §5).
+            super::sa::remember(&mut sa.recent_mids, &mut sa.mid_next, mid);
+            if let Some(t) = e.notify_type() {
+                let n = NotifyRepr {
+                    doi: doi::IPSEC,
+                    protocol_id: protocol_id::ESP,
+                    notify_type: t,
+                    spi: &[],
+                    data: &[],
+                };
+                let _ = self.send_info(rng, i, &[InfoItem::Notify(n)]);
+                self.counters.notifies_sent += 1;
+            }
+            return Err(e.into());
+        }
+        let m = msg::parse(exchange_type::QUICK_MODE, hdr.next_payload, pt)?;
         super::sa::remember(&mut sa.recent_mids, &mut sa.mid_next, mid);
         if sa.role == Role::Responder {
             sa.remote = from;
@@ -379,7 +394,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let d = crypto.keys.quick_hash2(mid, q.ni.as_slice(), rest)?;
         h.copy_from_slice(d.as_slice());
         let len = b.finish_encrypted(crypto.block)?;
-        q.iv = encrypt(&crypto.cbc, &next, &mut q.tx.buf, len)?;
+        q.iv = encrypt(&crypto.cbc()?, &next, &mut q.tx.buf, len)?;
         q.tx.arm(len, now, &rt, true);
         q.last_rx = Some(fp);
         Ok(())
@@ -412,7 +427,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let Some(Some(q)) = sa.qm.get_mut(s) else {
             return Err(IkeError::UnknownSa);
         };
-        let (pt, next) = decrypt(&crypto.cbc, &q.iv, msg, &mut self.rx)
+        let (pt, next) = decrypt(&crypto.cbc()?, &q.iv, msg, &mut self.rx)
             .map_err(|_| IkeError::AuthenticationFailed)?;
         let m = msg::parse(exchange_type::QUICK_MODE, hdr.next_payload, pt)
             .map_err(|_| IkeError::AuthenticationFailed)?;
@@ -466,7 +481,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             .quick_hash3(mid, q.ni.as_slice(), q.nr.as_slice())?;
         b.push(&PayloadRepr::Hash(HashRepr::new(d.as_slice())))?;
         let len = b.finish_encrypted(crypto.block)?;
-        q.iv = encrypt(&crypto.cbc, &next, &mut q.tx.buf, len)?;
+        q.iv = encrypt(&crypto.cbc()?, &next, &mut q.tx.buf, len)?;
         let child = make_child(sa, s, &self.config, now);
         let Some(Some(q)) = sa.qm.get_mut(s) else {
             return Err(IkeError::UnknownSa);
@@ -494,24 +509,26 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         q.last_rx = Some(fp);
         q.gxy = None;
         drop(m);
-        self.install_child(child, Role::Responder).inspect_err(|_| {
-            emit_fail(
-                &mut self.events,
-                &mut self.counters,
-                None,
-                peer,
-                FailReason::Resources,
-            )
-        })?;
-        let _ = rng;
+        self.install_child(child, Role::Initiator)
+            .inspect_err(|_| {
+                emit_fail(
+                    &mut self.events,
+                    &mut self.counters,
+                    None,
+                    peer,
+                    FailReason::Resources,
+                )
+            })?;
+        self.drain_pending(now, rng, i);
         Ok(())
     }
 
     /// Responder, QM3: verify HASH(3); child up.
     #[allow(clippy::too_many_arguments)]
-    fn qm_r3(
+    fn qm_r3<R: SecureRng>(
         &mut self,
         now: Instant,
+        rng: &mut R,
         i: usize,
         s: usize,
         hdr: &HeaderRepr,
@@ -530,7 +547,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let Some(Some(q)) = sa.qm.get(s) else {
             return Err(IkeError::UnknownSa);
         };
-        let (pt, _) = decrypt(&crypto.cbc, &q.iv, msg, &mut self.rx)
+        let (pt, _) = decrypt(&crypto.cbc()?, &q.iv, msg, &mut self.rx)
             .map_err(|_| IkeError::AuthenticationFailed)?;
         let m = msg::parse(exchange_type::QUICK_MODE, hdr.next_payload, pt)
             .map_err(|_| IkeError::AuthenticationFailed)?;
@@ -567,15 +584,18 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
                 FailReason::Crypto,
             );
         })?;
-        self.install_child(child, Role::Responder).inspect_err(|_| {
-            emit_fail(
-                &mut self.events,
-                &mut self.counters,
-                None,
-                peer,
-                FailReason::Resources,
-            );
-        })
+        self.install_child(child, Role::Responder)
+            .inspect_err(|_| {
+                emit_fail(
+                    &mut self.events,
+                    &mut self.counters,
+                    None,
+                    peer,
+                    FailReason::Resources,
+                );
+            })?;
+        self.drain_pending(now, rng, i);
+        Ok(())
     }
 
     fn install_child(&mut self, mut c: ChildRecord, role: Role) -> Result<(), IkeError> {
@@ -586,12 +606,12 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             c.replaces = self
                 .children
                 .iter()
-                .rev()
-                .find(|o| {
+                .filter(|o| {
                     o.crypto_map == c.crypto_map
                         && o.peer.ip() == c.peer.ip()
                         && o.inbound.selector == c.inbound.selector
                 })
+                .max_by_key(|o| o.expires)
                 .map(|o| o.inbound.spi);
         }
         self.children

@@ -4,7 +4,8 @@
 use core::net::SocketAddr;
 
 use hal_traits::{
-    CryptoError, CryptoProvider, DhGroup, HashAlg, MAX_DH_LEN, Prf, SecretBytes, SecureRng,
+    CbcCipher, CipherAlg, CryptoError, CryptoProvider, DhGroup, HashAlg, MAX_DH_LEN, Prf,
+    SecretBytes, SecureRng,
 };
 use ipsec_core::Instant;
 use ipsec_core::esp::EspConfig;
@@ -13,7 +14,7 @@ use ipsec_core::spd::Selector;
 use super::IkeError;
 use super::config::{ExchangeMode, Psk, Retransmit};
 use super::events::{FailReason, NatStatus};
-use super::keys::{Iv, Keymat, Phase1Keys};
+use super::keys::{EncryptionKey, Iv, Keymat, Phase1Keys};
 use super::status::{IsakmpState, Role};
 use crate::wire::ike_attr::Phase1Transform;
 use crate::wire::ipsec_attr::EspTransform;
@@ -231,11 +232,20 @@ impl P1State {
     }
 }
 
-/// The phase-1 keys and cipher once the key exchange is done.
+/// The phase-1 keys once the key exchange is done. The cipher is keyed per message
+/// from Ka (cheap, and it keeps an expanded key schedule out of every SA).
 pub struct P1Crypto<P: CryptoProvider> {
     pub keys: Phase1Keys<P::Prf>,
-    pub cbc: P::Cbc,
+    pub ka: EncryptionKey,
+    pub alg: CipherAlg,
     pub block: usize,
+}
+
+impl<P: CryptoProvider> P1Crypto<P> {
+    /// The phase-1 cipher, keyed with Ka.
+    pub fn cbc(&self) -> Result<P::Cbc, IkeError> {
+        Ok(<P::Cbc as CbcCipher>::new(self.alg, self.ka.expose())?)
+    }
 }
 
 /// A Quick Mode request waiting for phase 1 (or for a free slot).

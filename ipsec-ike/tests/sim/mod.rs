@@ -98,7 +98,11 @@ pub fn config(local: Ipv4Addr, policy: IsakmpPolicy, psk: &[u8]) -> IkeConfig {
     c
 }
 
+/// Datagrams recorded by a tamper hook: (from, to, bytes).
+pub type Seen = std::rc::Rc<std::cell::RefCell<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>>;
+
 /// A crypto map entry `seq` protecting `local_net <-> remote_net` with one transform set.
+#[allow(clippy::too_many_arguments)]
 pub fn map(
     seq: u32,
     peers: &[Ipv4Addr],
