@@ -65,8 +65,10 @@ impl Default for PmtudConfig {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct GreConfig {
     /// `tunnel source`: our delivery address.
+    #[cfg_attr(feature = "defmt", defmt(Display2Format))]
     pub source: Ipv4Addr,
     /// `tunnel destination`: the peer's delivery address.
+    #[cfg_attr(feature = "defmt", defmt(Display2Format))]
     pub destination: Ipv4Addr,
     /// `tunnel key`: sent in every packet and required on every received one (RFC 2890).
     pub key: Option<u32>,

@@ -180,8 +180,10 @@ pub struct Transmit {
     /// Its length, from the start of the buffer.
     pub len: usize,
     /// The delivery source address (the tunnel source).
+    #[cfg_attr(feature = "defmt", defmt(Display2Format))]
     pub src: Ipv4Addr,
     /// The delivery destination address (the tunnel destination).
+    #[cfg_attr(feature = "defmt", defmt(Display2Format))]
     pub dst: Ipv4Addr,
 }
 
@@ -212,8 +214,10 @@ pub struct GreStatus {
     /// Keepalives sent since the last one returned.
     pub keepalives_unanswered: u32,
     /// Tunnel source.
+    #[cfg_attr(feature = "defmt", defmt(Display2Format))]
     pub source: Ipv4Addr,
     /// Tunnel destination.
+    #[cfg_attr(feature = "defmt", defmt(Display2Format))]
     pub destination: Ipv4Addr,
     /// `Tunnel protocol/transport`: always `"GRE/IP"`.
     pub protocol_transport: &'static str,
