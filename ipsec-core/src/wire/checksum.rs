@@ -99,8 +99,10 @@ pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32)
 /// Incrementally update `old_checksum` after a 16-bit word of the covered data changed
 /// from `old_word` to `new_word` (RFC 1624 eqn. 3: `HC' = ~(~HC + ~m + m')`).
 ///
-/// Unlike eqn. 2 of RFC 1624, this gives the same result as recomputing from scratch, even
-/// when the new checksum is zero.
+/// Unlike eqn. 2 of RFC 1624, this gives the same result as recomputing from scratch
+/// whenever the covered data is not all zeros (the one case where ones' complement has two
+/// zeros: `update(0xffff, 0, 0)` gives 0 where a recomputation gives 0xffff). Real IP, TCP
+/// and UDP headers never sum to zero.
 #[must_use]
 pub fn update(old_checksum: u16, old_word: u16, new_word: u16) -> u16 {
     let acc = u64::from(!old_checksum) + u64::from(!old_word) + u64::from(new_word);
