@@ -40,6 +40,7 @@ mod alg;
 mod error;
 mod secret;
 pub mod engine;
+pub mod route;
 
 pub use alg::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg};
 pub use error::CryptoError;

@@ -24,6 +24,8 @@
 //!   clamp, path MTU and DF bit, fragmentation before or after encryption, ESP) and
 //!   inbound (reassembly, ICMP "too big", demux, SA by SPI, ESP, selectors), with
 //!   lifetime, idle-timeout and path-MTU-aging deadlines on heaps.
+//! * [`ha`]: high availability: reverse route injection, a VRRPv3 redundancy group with a
+//!   virtual IP, and stateful failover by SADB synchronisation over an encrypted channel.
 //!
 //! Invariants: no heap (`alloc` is never linked), no `unsafe`, no panics on any input, no
 //! clock (every time-dependent call takes [`Instant`]), no I/O. Capacities are const
@@ -44,6 +46,7 @@ pub mod dataplane;
 pub mod esp;
 pub mod fragment;
 pub mod gre;
+pub mod ha;
 pub mod lifetime;
 pub mod mss;
 pub mod mtu;
