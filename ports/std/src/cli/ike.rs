@@ -16,8 +16,8 @@ use ipsec_core::wire::ipv4::{Ipv4Packet, Ipv4Repr};
 use ipsec_core::wire::{checksum, proto};
 use ipsec_core::{Duration, Instant};
 use ipsec_ike::v1::{
-    CryptoMapEntry, ExchangeMode, Ike, IkeConfig, IkeEvent, IsakmpPolicy, PresharedKey,
-    Retransmit, TransformSet,
+    CryptoMapEntry, DeleteReason, ExchangeMode, Ike, IkeConfig, IkeCounters, IkeEvent,
+    IsakmpPolicy, Keepalive, KeepaliveMode, PresharedKey, Retransmit, TransformSet,
 };
 use ipsec_nat_t::keepalive::{KeepaliveConfig, NatKeepalive};
 use ipsec_nat_t::natd::NatStatus as NattStatus;
@@ -92,6 +92,37 @@ pub struct ConnectArgs {
     /// or the peer's DPD be observed).
     #[arg(long, default_value_t = 0)]
     linger: u64,
+    /// Dead Peer Detection (`crypto isakmp keepalive`): INTERVAL[,RETRY[,COUNT]] in
+    /// seconds (retry default 2, count default 5 R-U-THEREs). On demand unless
+    /// --dpd-periodic: an R-U-THERE only when the peer was silent for INTERVAL and there
+    /// is traffic to send it (see --keep-pinging). Dead at the first R-U-THERE + COUNT x
+    /// RETRY.
+    #[arg(long, value_name = "INTERVAL[,RETRY[,COUNT]]")]
+    dpd: Option<String>,
+    /// Periodic IKE keepalives: an R-U-THERE every INTERVAL, traffic or not.
+    #[arg(long, requires = "dpd")]
+    dpd_periodic: bool,
+    /// Probe the peer even if it did not send the DPD vendor ID.
+    #[arg(long, requires = "dpd")]
+    dpd_without_vid: bool,
+    /// A backup peer (`set peer`, in order; same PSK): negotiated when the current peer
+    /// fails or is declared dead.
+    #[arg(long, value_name = "IP")]
+    backup_peer: Vec<IpAddr>,
+    /// After the pings, keep sending one echo request every --ping-interval-ms while a
+    /// tunnel is up (outbound traffic for on-demand DPD).
+    #[arg(long, requires = "ping")]
+    keep_pinging: bool,
+    /// Interval of --keep-pinging echo requests.
+    #[arg(long, default_value_t = 1000)]
+    ping_interval_ms: u64,
+    /// Keep running until DPD declares the peer dead (exit 0 then).
+    #[arg(long, requires = "dpd")]
+    until_dead: bool,
+    /// Keep running until DPD declares the peer dead and the tunnel is up again with the
+    /// next peer (--backup-peer), with --count echo replies through it.
+    #[arg(long, requires = "dpd", requires = "backup_peer")]
+    until_backup: bool,
     /// TEST ONLY: append the negotiated ESP keys to this file, like SSLKEYLOGFILE, so
     /// they can be compared with the peer's debug log. Never use on a real deployment.
     #[arg(long)]
@@ -171,17 +202,43 @@ fn parse_net(s: &str) -> Result<AddrRange, String> {
     AddrRange::from_prefix(a, l).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// `--dpd INTERVAL[,RETRY[,COUNT]]`.
+fn parse_dpd(s: &str, periodic: bool, without_vid: bool) -> Result<Keepalive, String> {
+    let v: Vec<&str> = s.split(',').collect();
+    let num = |i: usize, d: u64| -> Result<u64, String> {
+        v.get(i).map_or(Ok(d), |x| x.trim().parse().map_err(|e| format!("--dpd {s:?}: {e}")))
+    };
+    if v.len() > 3 || num(0, 0)? == 0 {
+        return Err(format!("--dpd {s:?}: expected INTERVAL[,RETRY[,COUNT]] (seconds, interval > 0)"));
+    }
+    let count = u8::try_from(num(2, 5)?.max(1)).map_err(|_| format!("--dpd {s:?}: count too large"))?;
+    let mut k = Keepalive::new(Duration::from_secs(num(0, 0)?), Duration::from_secs(num(1, 2)?.max(1)))
+        .with_retries(count);
+    if periodic {
+        k = k.periodic();
+    }
+    k.without_peer_vid = without_vid;
+    Ok(k)
+}
+
 fn config(a: &ConnectArgs) -> Result<IkeConfig, String> {
     let mut cfg = IkeConfig::new(a.local);
     cfg.retransmit = Retransmit { timeout: Duration::from_millis(a.retransmit_ms), ..Retransmit::default() };
     cfg.add_policy(parse_ike(&a.ike)?).map_err(|e| e.to_string())?;
-    cfg.add_key(PresharedKey::address(a.peer, a.psk.as_bytes()).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    for p in std::iter::once(&a.peer).chain(&a.backup_peer) {
+        cfg.add_key(PresharedKey::address(*p, a.psk.as_bytes()).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(d) = &a.dpd {
+        cfg.keepalive = Some(parse_dpd(d, a.dpd_periodic, a.dpd_without_vid)?);
+    }
     let (t, pfs) = parse_esp(&a.esp)?;
     let sel = Selector::new(parse_net(&a.local_net)?, parse_net(&a.remote_net)?)
         .map_err(|e| e.to_string())?;
     let mut entry = CryptoMapEntry::new(MAP, sel);
-    entry.add_peer(a.peer).map_err(|e| e.to_string())?;
+    for p in std::iter::once(&a.peer).chain(&a.backup_peer) {
+        entry.add_peer(*p).map_err(|e| e.to_string())?;
+    }
     entry
         .add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
@@ -263,6 +320,31 @@ struct Child {
     peer_esp: SocketAddr,
 }
 
+/// Wall-clock seconds since the Unix epoch (for `dpd:` lines the test suite compares
+/// with the time it killed the peer).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Prints what the DPD counters say happened since `last`.
+fn report_dpd(c: &IkeCounters, last: &IkeCounters, peer: Option<IpAddr>) {
+    let p = peer.map_or_else(|| "-".into(), |p| p.to_string());
+    for _ in last.dpd_sent..c.dpd_sent {
+        println!("dpd: R-U-THERE sent to {p}");
+    }
+    for _ in last.dpd_acks..c.dpd_acks {
+        println!("dpd: R-U-THERE-ACK received from {p}");
+    }
+    for _ in last.dpd_answered..c.dpd_answered {
+        println!("dpd: R-U-THERE from {p} answered with R-U-THERE-ACK");
+    }
+    for _ in last.dpd_unexpected_acks..c.dpd_unexpected_acks {
+        println!("dpd: R-U-THERE-ACK with an unexpected sequence number ignored");
+    }
+}
+
 pub fn connect(a: ConnectArgs) -> Result<(), String> {
     let cfg = config(&a)?;
     let mut ike: Ike<SoftCrypto> = Ike::new(cfg);
@@ -285,6 +367,22 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
     let mut answered = 0u32;
     let mut keepalive: Option<NatKeepalive> = None;
     let mut done_at: Option<Instant> = None;
+    // DPD bookkeeping: the peer of the current tunnel, when the first peer was declared
+    // dead, and the counters last reported.
+    let mut current_peer: Option<IpAddr> = None;
+    let mut dead_at: Option<(Instant, IpAddr)> = None;
+    let mut last_counters = *ike.counters();
+    let mut backup_reported = false;
+    if let Some(k) = ike.config().keepalive {
+        println!(
+            "dpd: {} every {} s, retry {} s, {} R-U-THEREs, dead {} s after the first unanswered one",
+            if k.mode == KeepaliveMode::Periodic { "periodic keepalives" } else { "on-demand DPD" },
+            k.interval.as_secs(),
+            k.retry.as_secs(),
+            k.retries,
+            k.dead_after().as_secs()
+        );
+    }
     loop {
         let now = clock();
         if now >= deadline {
@@ -330,6 +428,10 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                         println!("natt: behind a NAT, keepalives every {} s", a.nat_keepalive);
                     }
                     keepalive = Some(ka);
+                    current_peer = Some(peer.ip());
+                    if let Some(st) = ike.isakmp_status().find(|s| s.conn_id == conn_id) {
+                        println!("dpd: conn {conn_id} peer {} capabilities [{}]", peer.ip(), st.capabilities);
+                    }
                 }
                 IkeEvent::ChildSaEstablished(cs) => {
                     let (ie, ia) = cs.inbound_keys();
@@ -361,18 +463,40 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                     let port = cs.outbound.udp_encap.map_or(4500, |u| u.remote_port);
                     child = Some(Child { inbound, outbound, peer_esp: SocketAddr::new(cs.peer.ip(), port) });
                     next_ping = now;
+                    // Count the pings of each tunnel on their own (a backup peer's).
+                    (sent, replies) = (0, 0);
                 }
                 IkeEvent::ChildSaDeleted { inbound_spi, outbound_spi, reason, .. } => {
                     println!("ike: child sa deleted in spi {inbound_spi:#010x} out spi {outbound_spi:#010x} reason {reason:?}");
                     child = None;
-                    deleted_by_peer = true;
+                    if reason != DeleteReason::DpdDead {
+                        deleted_by_peer = true;
+                    }
+                }
+                IkeEvent::PeerDead { peer, last_proof_of_life } => {
+                    let silent = now.saturating_since(last_proof_of_life);
+                    println!(
+                        "dpd: peer {peer} declared dead at unix={:.3}, last proof of life {}.{:03} s before",
+                        unix_now(),
+                        silent.as_secs(),
+                        silent.as_millis() % 1000
+                    );
+                    dead_at = Some((now, peer));
+                    current_peer = None;
+                }
+                IkeEvent::PeerChanged { from, to, .. } => {
+                    println!("dpd: crypto map entry {MAP} fails over from {from} to {to}");
                 }
                 IkeEvent::Phase1Deleted { conn_id, reason, .. } => {
                     println!("ike: phase 1 deleted conn {conn_id} reason {reason:?}");
                 }
                 IkeEvent::NegotiationFailed { reason, peer, .. } => {
                     println!("ike: negotiation failed with {peer}: {reason:?}");
-                    return Err(format!("negotiation failed: {reason:?}"));
+                    // With backup peers the next one is tried (PeerChanged); the overall
+                    // --timeout still bounds the run.
+                    if a.backup_peer.is_empty() {
+                        return Err(format!("negotiation failed: {reason:?}"));
+                    }
                 }
                 other => println!("ike: {other:?}"),
             }
@@ -393,6 +517,8 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                         } else if let Some(c) = child.as_mut() {
                             match c.inbound.open_udp_payload(now, data) {
                                 Ok(d) => {
+                                    // Authenticated inbound ESP: proof of life for DPD.
+                                    ike.note_inbound(now, from.ip());
                                     if let Some((src, seq)) = echo_reply(d.packet) {
                                         replies += 1;
                                         println!("ping: reply {replies} from {src} seq {seq}");
@@ -403,6 +529,7 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                                             .seal_udp_payload(now, &reply, &mut rng, &mut out)
                                             .map_err(|e| e.to_string())?;
                                         s4500.send_to(&out[..n], c.peer_esp).map_err(|e| e.to_string())?;
+                                        ike.note_outbound(now, c.peer_esp.ip());
                                         answered += 1;
                                         println!("ping: answered echo request {answered} through the tunnel");
                                     }
@@ -420,20 +547,47 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
         if let (Some(c), Some(dst), Some(src)) = (child.as_mut(), a.ping, a.ping_src) {
             // Keep pinging until `count` replies came back: the peer may install its SA a
             // moment after the last Quick Mode message and drop the first echo.
-            if replies < a.count && sent < a.count.saturating_mul(4) && now >= next_ping {
+            let more = replies < a.count && sent < a.count.saturating_mul(4);
+            if (more || a.keep_pinging) && now >= next_ping {
                 sent += 1;
                 let pkt = echo_request(src, dst, u16::try_from(sent).unwrap_or(u16::MAX));
                 let n = c.outbound.seal_udp_payload(now, &pkt, &mut rng, &mut buf).map_err(|e| e.to_string())?;
                 s4500.send_to(&buf[..n], c.peer_esp).map_err(|e| e.to_string())?;
+                // Outbound traffic: on-demand DPD probes now if the peer has been silent.
+                ike.note_outbound(now, c.peer_esp.ip());
                 if let Some(ka) = keepalive.as_mut() {
                     ka.note_sent(now);
                 }
-                next_ping = now + Duration::from_millis(500);
+                next_ping = now + Duration::from_millis(if more { 500 } else { a.ping_interval_ms });
             }
         }
+        let c = *ike.counters();
+        report_dpd(&c, &last_counters, current_peer.or(Some(a.peer)));
+        last_counters = c;
         // Finished?
         let pinged = (a.ping.is_none() || replies >= a.count) && answered >= a.answer;
-        if done_at.is_none() && child.is_some() && pinged {
+        let backup_up = match (dead_at, &child) {
+            (Some((_, dead)), Some(c)) => c.peer_esp.ip() != dead && pinged,
+            _ => false,
+        };
+        if backup_up && !backup_reported {
+            backup_reported = true;
+            if let (Some((t, dead)), Some(c)) = (dead_at, &child) {
+                let d = now.saturating_since(t);
+                println!(
+                    "dpd: backup peer {} up ({} -> {}), {replies}/{sent} pings through it, {}.{:03} s after {dead} was declared dead",
+                    c.peer_esp.ip(), dead, c.peer_esp.ip(), d.as_secs(), d.as_millis() % 1000
+                );
+            }
+        }
+        let ready = if a.until_backup {
+            backup_up
+        } else if a.until_dead {
+            dead_at.is_some()
+        } else {
+            child.is_some() && pinged
+        };
+        if done_at.is_none() && ready {
             if a.ping.is_some() {
                 println!("ping: {replies}/{sent} replies");
             }

@@ -3,6 +3,8 @@
 mod esp;
 mod ike;
 mod pcap;
+mod show;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,10 @@ enum Command {
     /// Captures: decrypt the ESP packets of a pcap/pcapng file with an SA table.
     #[command(subcommand)]
     Pcap(pcap::PcapCommand),
+    /// Run the VPN daemon (IKE + ESP over a TUN device) from a configuration file.
+    Up(up::UpArgs),
+    /// Ask the running daemon: isakmp-sa, ipsec-sa, interfaces, ha.
+    Show(show::ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -40,5 +46,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Esp(cmd) => esp::run(cmd),
         Command::Ike(IkeCommand::Connect(a)) => ike::connect(a),
         Command::Pcap(cmd) => pcap::run(cmd),
+        Command::Up(a) => up::run(a),
+        Command::Show(a) => show::run(a),
     }
 }

@@ -232,9 +232,71 @@ nat_resp() {
 	[[ $rc == 0 ]] && expect "$STATE/ours.out" "nat local=false remote=true" "answered echo request 3"
 }
 
+# DPD both ways (RFC 3706): strongSwan probes the idle tunnel every 3 s of silence
+# (DPD_DELAY=3s DPD_TIMEOUT=10s) and we answer; we send periodic keepalives every 5 s
+# (longer than strongSwan's delay, so its own requests are not suppressed by ours)
+# and it answers. Both sides' logs show R-U-THERE and R-U-THERE-ACK in both directions.
+dpd_both_ways() {
+	DPD_DELAY=3s DPD_TIMEOUT=10s LEFT=none "$SS" up || return 1
+	ours 203.0.113.1 203.0.113.2 --ping 198.51.100.129 --ping-src 198.51.100.1 \
+		--dpd 5,1,3 --dpd-periodic --linger 12 > "$STATE/ours.out" 2>&1
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc == 0 ]] || return 1
+	expect "$STATE/ours.out" "capabilities \[D K" "dpd: R-U-THERE sent to 203.0.113.2" \
+		"dpd: R-U-THERE-ACK received from 203.0.113.2" \
+		"dpd: R-U-THERE from 203.0.113.2 answered with R-U-THERE-ACK" || return 1
+	! grep -q "declared dead" "$STATE/ours.out" || return 1
+	local log="$STATE/right/charon.log" ok=0
+	grep -E "sending DPD request|N\(DPD(_ACK)?\)" "$log" | sed 's/^/   strongSwan: /' | tail -8
+	grep -q "sending DPD request" "$log" &&
+		grep -qE "parsed INFORMATIONAL_V1 request [0-9]+ \[ HASH N\(DPD_ACK\) \]" "$log" &&
+		grep -qE "parsed INFORMATIONAL_V1 request [0-9]+ \[ HASH N\(DPD\) \]" "$log" &&
+		grep -qE "generating INFORMATIONAL_V1 request [0-9]+ \[ HASH N\(DPD_ACK\) \]" "$log" && ok=1
+	[[ $ok == 1 ]] || { echo "   strongSwan's log lacks a DPD exchange in one direction"; return 1; }
+	echo "   strongSwan: $(grep -c 'sending DPD request' "$log") DPD requests sent and answered by us, $(grep -cE 'parsed INFORMATIONAL_V1 request [0-9]+ \[ HASH N\(DPD\) \]' "$log") of ours answered"
+}
+
+# strongSwan dies (SIGKILL): our on-demand DPD (keepalive 3 1, 3 R-U-THEREs, with
+# echo requests every 0.5 s as the outbound traffic) declares it dead and the crypto map
+# fails over to the backup peer (a second strongSwan, BACKUP=1), a ping passes.
+# Bound after the kill: interval 3 s + one ping interval 0.5 s + 3 x 1 s = 6.5 s.
+dpd_dead_backup() {
+	LEFT=none BACKUP=1 "$SS" up || return 1
+	ours 203.0.113.1 203.0.113.2 --backup-peer 203.0.113.3 --ping 198.51.100.129 \
+		--ping-src 198.51.100.1 --dpd 3,1,3 --keep-pinging --ping-interval-ms 500 \
+		--until-backup > "$STATE/ours.out" 2>&1 &
+	local pid=$! i
+	for i in $(seq 1 75); do
+		grep -q "ping: reply 3 from 198.51.100.129" "$STATE/ours.out" && break
+		sleep 0.2
+	done
+	grep -q "ping: reply 3 from 198.51.100.129" "$STATE/ours.out" ||
+		{ kill "$pid"; wait "$pid"; cat "$STATE/ours.out"; return 1; }
+	sleep 1
+	local killed; killed=$(date +%s.%N)
+	"$SS" kill right
+	wait "$pid"
+	local rc=$?
+	cat "$STATE/ours.out"
+	[[ $rc == 0 ]] || return 1
+	expect "$STATE/ours.out" "capabilities \[D K" "dpd: peer 203.0.113.2 declared dead" \
+		"child sa deleted .* reason DpdDead" "fails over from 203.0.113.2 to 203.0.113.3" \
+		"phase 1 established conn [0-9]* local 203.0.113.1:4500 peer 203.0.113.3" \
+		"dpd: backup peer 203.0.113.3 up" || return 1
+	local dead took
+	dead=$(grep -o 'declared dead at unix=[0-9.]*' "$STATE/ours.out" | cut -d= -f2)
+	took=$(awk -v a="$killed" -v b="$dead" 'BEGIN{printf "%.2f", b - a}')
+	echo "   dpd: strongSwan killed, declared dead after $took s (bound 6.5 s: interval 3 + ping 0.5 + 3 x 1)"
+	awk -v t="$took" 'BEGIN{exit !(t >= 2.5 && t <= 6.5)}' || { echo "   out of bounds"; return 1; }
+	local sas; sas=$("$SS" swanctl backup --list-sas --raw 2>/dev/null | grep 'list-sa event' || true)
+	echo "   strongSwan backup: $(grep -o 'state=INSTALLED mode=TUNNEL protocol=ESP encap=yes' <<<"$sas") $(grep -o 'packets-in=[0-9]*' <<<"$sas")"
+	grep -q "state=INSTALLED" <<<"$sas" && grep -qE "packets-in=([3-9]|[1-9][0-9]+) " <<<"$sas"
+}
+
 ALL=(mm_init_aes128 mm_init_aes256_pfs mm_init_3des mm_resp_aes128 mm_resp_aes256_pfs
 	mm_resp_3des am_init am_resp delete_ours delete_theirs wrong_psk no_proposal
-	nat_init_keep nat_init_remap nat_keepalive nat_resp)
+	nat_init_keep nat_init_remap nat_keepalive nat_resp dpd_both_ways dpd_dead_backup)
 
 [[ -x "$IPSEC" ]] || { echo "build first: cargo build -p ipsec-std ($IPSEC missing)"; exit 1; }
 start=$(date +%s)
@@ -242,7 +304,7 @@ for s in "${@:-${ALL[@]}}"; do
 	echo "=== $s"
 	t0=$(date +%s)
 	if (set -e; "$s") > "$LOGDIR/$s.log" 2>&1; then
-		sed 's/^/   /' "$LOGDIR/$s.log" | grep -E 'ike:|ping:|strongSwan|keys|DELETE' | head -12
+		sed 's/^/   /' "$LOGDIR/$s.log" | grep -E 'ike:|ping:|strongSwan|keys|DELETE|dpd' | grep -v 'ping: reply' | head -24
 		echo "--- PASS $s ($(( $(date +%s) - t0 )) s)"
 		pass=$((pass + 1))
 	else

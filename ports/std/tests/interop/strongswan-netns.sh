@@ -24,6 +24,16 @@
 #    the left peer as 203.0.113.1 in BOTH topologies.  Left only has a route
 #    for 203.0.113.0/24 via 192.0.2.1 (no default route).
 #
+#  BACKUP=1 (NAT=0 only) adds a third namespace "backup" with its own charon,
+#  a second responder for the same protected network (a backup peer / `set peer`
+#  list), reached from left over a second veth pair:
+#
+#    [left]  l-bak (no address; route 203.0.113.3/32 dev l-bak src 203.0.113.1)
+#                  <==== veth ====>  b-out 203.0.113.3/24  [backup]
+#                                    lo    198.51.100.129/32, protected 198.51.100.128/25
+#
+#  Same PSK, proposals and DPD settings as right, remote_addrs = %any.
+#
 #  Only documentation prefixes are used (192.0.2.0/24, 198.51.100.0/24,
 #  203.0.113.0/24) and every address lives inside namespaces this script
 #  creates, so nothing can leave the machine.  No namespace has a default route.
@@ -83,6 +93,8 @@
 #   strongswan-netns.sh keys right         # SKEYID*, Ka, IV, ESP keys from the log
 #                                          # (needs LOG_LEVELS with ike=4 chd=4)
 #   strongswan-netns.sh kill right         # SIGKILL a charon (simulate dead peer)
+#   BACKUP=1 LEFT=none strongswan-netns.sh up   # + backup responder 203.0.113.3
+#   strongswan-netns.sh swanctl backup --list-sas  # the backup instance
 #   strongswan-netns.sh start right        # (re)start one charon + load config
 #   strongswan-netns.sh logs right [N]     # last N lines of that charon's log
 #   strongswan-netns.sh selftest           # up + initiate + ping + list-sas
@@ -99,6 +111,8 @@
 #   NS_PREFIX      []        prefix for namespace names (avoid clashes when two
 #                            test runs share a machine): ${NS_PREFIX}left ...
 #   NAT            [0]       1 = put the masquerading "nat" namespace in between
+#   BACKUP         [0]       1 = a second strongSwan responder ("backup",
+#                            203.0.113.3) reachable from left (NAT=0 only)
 #   LEFT           [strongswan]  strongswan | none
 #   IKE_PROPOSALS  [aes128-sha1-modp2048]    phase 1 (main mode) proposal(s)
 #   ESP_PROPOSALS  [aes128-sha1]             phase 2 (quick mode); add a DH
@@ -156,6 +170,8 @@ LEFT=${LEFT:-strongswan}
 NS_L=${NS_PREFIX}left
 NS_R=${NS_PREFIX}right
 NS_N=${NS_PREFIX}nat
+NS_B=${NS_PREFIX}backup
+BACKUP=${BACKUP:-0}
 
 IKE_PROPOSALS=${IKE_PROPOSALS:-aes128-sha1-modp2048}
 ESP_PROPOSALS=${ESP_PROPOSALS:-aes128-sha1}
@@ -172,6 +188,7 @@ CHILD=net           # CHILD_SA name
 
 # Addresses ------------------------------------------------------------------
 RIGHT_OUT=203.0.113.2          # right's IKE/ESP address (both topologies)
+BACKUP_OUT=203.0.113.3         # the backup responder (BACKUP=1)
 LEFT_AS_SEEN=203.0.113.1       # how right sees left (both topologies)
 if [[ "$NAT" == 1 ]]; then
 	LEFT_OUT=192.0.2.2         # left's real address behind the NAT
@@ -208,7 +225,7 @@ ns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$1"; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # instance name -> namespace
-ns_of() { case $1 in left) echo "$NS_L";; right) echo "$NS_R";; nat) echo "$NS_N";; *) die "unknown instance $1";; esac; }
+ns_of() { case $1 in left) echo "$NS_L";; right) echo "$NS_R";; nat) echo "$NS_N";; backup) echo "$NS_B";; *) die "unknown instance $1";; esac; }
 
 # pid of the charon of an instance (from charon's own pid file), or empty
 charon_pid() {
@@ -405,6 +422,21 @@ EOF
 		nsx "$NS_L" ip link set l-out up
 		nsx "$NS_R" ip link set r-out up
 	fi
+	if [[ "$BACKUP" == 1 ]]; then
+		[[ "$NAT" == 0 ]] || die "BACKUP=1 needs NAT=0"
+		ip netns add "$NS_B"
+		nsx "$NS_B" ip link set lo up
+		nsx "$NS_B" ip addr add "$RIGHT_HOST/32" dev lo
+		ip link add l-bak netns "$NS_L" type veth peer name b-out netns "$NS_B"
+		nsx "$NS_B" ip addr add "$BACKUP_OUT/24" dev b-out
+		nsx "$NS_L" ip link set l-bak up
+		nsx "$NS_B" ip link set b-out up
+		# left keeps its one address; the backup is reached over l-bak by a host
+		# route (more specific than the /24 on l-out), with left's address as source
+		nsx "$NS_L" ip route add "$BACKUP_OUT/32" dev l-bak src "$LEFT_OUT"
+		nsx "$NS_B" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+		nsx "$NS_B" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+	fi
 	# Decrypted packets arrive on the TUN device; make sure strict reverse
 	# path filtering does not drop them.
 	local ns
@@ -416,7 +448,7 @@ EOF
 	for ns in "$NS_L" "$NS_R" $([[ "$NAT" == 1 ]] && echo "$NS_N"); do
 		nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 	done
-	log "topology up (NAT=$NAT) in $(since "$t0") s"
+	log "topology up (NAT=$NAT BACKUP=$BACKUP) in $(since "$t0") s"
 }
 
 # ------------------------------------------------------------ charon start --
@@ -496,9 +528,9 @@ cmd_install() {
 
 cmd_down() {
 	need_root
-	stop_charon left right
+	stop_charon left right backup
 	local ns
-	for ns in "$NS_L" "$NS_R" "$NS_N"; do
+	for ns in "$NS_L" "$NS_R" "$NS_N" "$NS_B"; do
 		# deleting a namespace also deletes the veth ends and nft tables in it
 		if ns_exists "$ns"; then
 			# refuse to leave processes of ours behind in the namespace
@@ -520,6 +552,7 @@ cmd_up() {
 	cat > "$STATE/env" <<EOF
 NS_PREFIX=$NS_PREFIX
 NAT=$NAT
+BACKUP=$BACKUP
 LEFT=$LEFT
 IKE_PROPOSALS=$IKE_PROPOSALS
 ESP_PROPOSALS=$ESP_PROPOSALS
@@ -544,6 +577,13 @@ EOF
 	write_swanctl_conf right "$RIGHT_OUT" "$RIGHT_REMOTE_ADDRS" "$RIGHT_ID" "$RIGHT_REMOTE_ID" \
 		"$RIGHT_NET" "$LEFT_NET" "$RIGHT_IKE_PROPOSALS" "$RIGHT_ESP_PROPOSALS" "$RIGHT_PSK"
 	start_charon right
+	if [[ "$BACKUP" == 1 ]]; then
+		# a second responder for the same protected network: the backup peer
+		write_strongswan_conf backup
+		write_swanctl_conf backup "$BACKUP_OUT" "$RIGHT_REMOTE_ADDRS" "$BACKUP_OUT" "$RIGHT_REMOTE_ID" \
+			"$RIGHT_NET" "$LEFT_NET" "$RIGHT_IKE_PROPOSALS" "$RIGHT_ESP_PROPOSALS" "$RIGHT_PSK"
+		start_charon backup
+	fi
 	if [[ "$LEFT" == strongswan ]]; then
 		write_strongswan_conf left
 		write_swanctl_conf left "$LEFT_OUT" "$RIGHT_OUT" "$LEFT_ID" "$RIGHT_ID" \
@@ -581,7 +621,7 @@ cmd_ping() {
 cmd_status() {
 	local inst ns
 	echo "== settings: NAT=$NAT LEFT=$LEFT STATE=$STATE"
-	for inst in left nat right; do
+	for inst in left nat right backup; do
 		ns=$(ns_of "$inst")
 		ns_exists "$ns" || { echo "== $ns: (absent)"; continue; }
 		echo "== $ns: addresses"

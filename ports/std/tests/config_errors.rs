@@ -1,0 +1,277 @@
+//! Configuration errors: one test per class of mistake, each checking the line the error
+//! names and that the message says what was expected. Plus: every shipped example parses.
+
+use ipsec_std::config::{Config, ConfigError};
+
+/// A valid configuration; tests replace one line (or add lines) to break it.
+const BASE: &str = r#"hostname = "spoke"
+[interface]
+name = "l-out"
+address = "203.0.113.1"
+tun = "ipsec0"
+mtu = 1400
+source = "198.51.100.1"
+
+[isakmp]
+nat_keepalive = 20
+
+[[isakmp.policy]]
+priority = 10
+encryption = "aes"
+hash = "sha"
+group = 14
+authentication = "pre-share"
+
+[[isakmp.key]]
+key = "secret"
+address = "203.0.113.2"
+
+[[transform_set]]
+name = "AES-SHA"
+esp = ["esp-aes", "esp-sha-hmac"]
+
+[[crypto_map]]
+name = "vpn"
+seq = 10
+peers = ["203.0.113.2"]
+transform_sets = ["AES-SHA"]
+match = { local = "198.51.100.0/25", remote = "198.51.100.128/25" }
+"#;
+
+/// BASE with line `line` (1-based) replaced by `with`.
+fn replace(line: usize, with: &str) -> String {
+    let mut lines: Vec<&str> = BASE.lines().collect();
+    lines[line - 1] = with;
+    lines.join("\n") + "\n"
+}
+
+fn err(text: &str) -> ConfigError {
+    match Config::parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => {
+            // The rendered form names the place and points at it.
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&format!("config:{}:{}:", e.line, e.column)),
+                "{shown}"
+            );
+            assert!(shown.contains('^'), "{shown}");
+            e
+        }
+    }
+}
+
+fn assert_err(e: &ConfigError, line: usize, needles: &[&str]) {
+    assert_eq!(e.line, line, "wrong line: {e}");
+    for n in needles {
+        assert!(e.message.contains(n), "message lacks {n:?}: {e}");
+    }
+}
+
+#[test]
+fn base_is_valid() {
+    let c = Config::parse(BASE).expect("valid");
+    assert_eq!(c.ike.crypto_maps.len(), 1);
+    assert_eq!(c.interface.mtu, 1400);
+    assert_eq!(c.nat_keepalive, 20);
+}
+
+#[test]
+fn unknown_key() {
+    let e = err(&replace(10, "nat_keepalve = 20"));
+    assert_err(
+        &e,
+        10,
+        &[
+            "unknown field `nat_keepalve`",
+            "expected one of",
+            "nat_keepalive",
+        ],
+    );
+    assert_eq!(e.column, 1);
+    // In an inline table too.
+    let e = err(&replace(
+        32,
+        r#"match = { local = "198.51.100.0/25", remote = "198.51.100.128/25", proto = "tcp" }"#,
+    ));
+    assert_err(&e, 32, &["unknown field `proto`", "protocol"]);
+    // And an unknown section.
+    let e = err(&format!("{BASE}\n[crypto]\nfoo = 1\n"));
+    assert_err(&e, 34, &["unknown field `crypto`", "expected one of"]);
+}
+
+#[test]
+fn wrong_type() {
+    let e = err(&replace(6, r#"mtu = "1400""#));
+    assert_err(&e, 6, &["invalid type: string \"1400\"", "expected u16"]);
+    let e = err(&replace(30, r#"peers = "203.0.113.2""#));
+    assert_err(&e, 30, &["invalid type", "expected a sequence"]);
+}
+
+#[test]
+fn unknown_algorithm() {
+    let e = err(&replace(25, r#"esp = ["esp-aes", "esp-sha-hmacc"]"#));
+    assert_err(
+        &e,
+        25,
+        &[
+            "unknown variant `esp-sha-hmacc`",
+            "esp-sha-hmac",
+            "esp-sha256-hmac",
+        ],
+    );
+    let e = err(&replace(14, r#"encryption = "aes-512""#));
+    assert_err(&e, 14, &["unknown variant `aes-512`", "`aes-256`"]);
+    let e = err(&replace(16, "group = 3"));
+    assert_err(
+        &e,
+        16,
+        &["unknown Diffie-Hellman group 3", "1, 2, 5, 14 or 15"],
+    );
+    let e = err(&replace(17, r#"authentication = "rsa-sig""#));
+    assert_err(&e, 17, &["unknown variant `rsa-sig`", "`pre-share`"]);
+    let e = err(&replace(25, r#"esp = ["esp-aes", "esp-3des"]"#));
+    assert_err(&e, 25, &["two encryption transforms"]);
+    let e = err(&format!("{BASE}pfs = \"group3\"\n"));
+    assert_err(&e, 33, &["pfs", "group14"]);
+}
+
+#[test]
+fn missing_psk_for_peer() {
+    let e = err(&replace(30, r#"peers = ["203.0.113.2", "203.0.113.9"]"#));
+    assert_err(
+        &e,
+        30,
+        &[
+            "no pre-shared key for peer 203.0.113.9",
+            "[[isakmp.key]]",
+            "0.0.0.0",
+        ],
+    );
+    assert!(e.column > 20, "points at the second peer: {e}");
+    // A wildcard key covers every peer.
+    let ok = replace(21, r#"address = "0.0.0.0""#).replace(
+        r#"peers = ["203.0.113.2"]"#,
+        r#"peers = ["203.0.113.2", "203.0.113.9"]"#,
+    );
+    Config::parse(&ok).expect("wildcard key");
+}
+
+#[test]
+fn overlapping_selectors() {
+    let second = r#"
+[[crypto_map]]
+name = "vpn"
+seq = 20
+peers = ["203.0.113.2"]
+transform_sets = ["AES-SHA"]
+match = { local = "198.51.100.0/24", remote = "198.51.100.192/26" }
+"#;
+    let e = err(&format!("{BASE}{second}"));
+    assert_err(
+        &e,
+        39,
+        &[
+            "crypto map vpn 20",
+            "overlaps crypto map entry 10 (line 32)",
+            "disjoint",
+        ],
+    );
+    // Disjoint remote networks are fine.
+    let ok = second.replace("198.51.100.192/26", "192.0.2.0/24");
+    Config::parse(&format!("{BASE}{ok}")).expect("disjoint");
+}
+
+#[test]
+fn unknown_transform_set() {
+    let e = err(&replace(
+        31,
+        r#"transform_sets = ["AES-SHA", "AES-SHA256"]"#,
+    ));
+    assert_err(
+        &e,
+        31,
+        &[
+            "unknown transform set \"AES-SHA256\"",
+            "expected one of",
+            "AES-SHA",
+        ],
+    );
+}
+
+#[test]
+fn semantic_ranges_and_references() {
+    // Missing required value.
+    let e = err(&replace(4, "# no address"));
+    assert_err(&e, 2, &["missing field `address`"]);
+    // Not an address.
+    let e = err(&replace(4, r#"address = "203.0.113""#));
+    assert_err(&e, 4, &["not an IP address"]);
+    // Not a prefix.
+    let e = err(&replace(
+        32,
+        r#"match = { local = "198.51.100.0/33", remote = "198.51.100.128/25" }"#,
+    ));
+    assert_err(&e, 32, &["not a prefix", "ADDRESS/LENGTH"]);
+    // Keepalive (DPD) values are validated even though DPD is not active yet.
+    let e = err(&BASE.replace(
+        "nat_keepalive = 20",
+        "nat_keepalive = 20\nkeepalive = { interval = 10, retry = 1, mode = \"periodic\" }",
+    ));
+    assert_err(&e, 11, &["keepalive retry 1", "2 to 60"]);
+    let e = err(&BASE.replace(
+        "nat_keepalive = 20",
+        "keepalive = { interval = 10, retry = 2, mode = \"sometimes\" }",
+    ));
+    assert_err(
+        &e,
+        10,
+        &["unknown variant `sometimes`", "`periodic`", "`on-demand`"],
+    );
+    // GRE tunnel protection must name a profile.
+    let e = err(&format!(
+        "{BASE}\n[[tunnel]]\nname = \"Tunnel0\"\naddress = \"172.16.0.1/30\"\nsource = \"203.0.113.1\"\ndestination = \"203.0.113.2\"\nprotection = \"gre-prof\"\n"
+    ));
+    assert_err(&e, 39, &["unknown ipsec profile \"gre-prof\""]);
+    // Redundancy parses but is refused when enabled.
+    let e = err(&format!(
+        "{BASE}\n[redundancy]\nenabled = true\nvirtual_ip = \"203.0.113.10\"\n"
+    ));
+    assert_err(
+        &e,
+        35,
+        &["redundancy is not implemented yet", "enabled = false"],
+    );
+    Config::parse(&format!(
+        "{BASE}\n[redundancy]\nenabled = false\nvirtual_ip = \"203.0.113.10\"\n"
+    ))
+    .expect("disabled redundancy");
+    // Transport mode is refused by the TUN daemon.
+    let e = err(&replace(
+        25,
+        "esp = [\"esp-aes\", \"esp-sha-hmac\"]\nmode = \"transport\"",
+    ));
+    assert_err(&e, 23, &["mode transport", "tunnel"]);
+    // Duplicate priorities.
+    let e = err(&format!(
+        "{BASE}\n[[isakmp.policy]]\npriority = 10\nencryption = \"3des\"\nhash = \"md5\"\ngroup = 2\nauthentication = \"pre-share\"\n"
+    ));
+    assert_err(&e, 35, &["duplicate isakmp policy priority 10"]);
+}
+
+#[test]
+fn examples_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples dir") {
+        let p = entry.expect("entry").path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 4,
+        "expected the four example configurations, found {n}"
+    );
+}

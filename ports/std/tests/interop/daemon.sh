@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# Interop suite for the daemon (`ipsec up`, issue 8) against strongSwan 5.9.8
+# (kernel-libipsec) in network namespaces. Our daemon runs in the left namespace with a
+# config written here; strongSwan responds (or initiates) in the right one.
+#
+#   sudo ports/std/tests/interop/daemon.sh [SCENARIO...]     (default: all)
+#
+# Needs root, strongSwan (strongswan-netns.sh install), tshark for `nat`, python3 for
+# `tcp`. Every wait is bounded; on failure it prints our daemon's log and charon's log;
+# the topology is torn down on exit. Scenarios (issue 8, section 4):
+#   init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs   (a, b)
+#   nat (d)  idle (e)  tcp (f)  sigterm (g)  raw_esp (our daemon on both sides).
+#   DPD (c) belongs to the DPD work (issue 5).
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../../.." && pwd)
+IPSEC=${IPSEC:-$ROOT/target/debug/ipsec}
+SS="$HERE/strongswan-netns.sh"
+export STATE=${STATE:-/tmp/ipsec-rs-daemon}
+export NS_PREFIX=${NS_PREFIX:-ird-}
+export TIMEOUT=20
+L="${NS_PREFIX}left"
+R="${NS_PREFIX}right"
+CFG="$STATE/ours.toml"
+CTL="$STATE/ours.sock"
+LOG="$STATE/ours.log"
+OURS_PID=
+pass=0
+fail=0
+failed=()
+SCENARIO_T0=0
+
+cleanup() {
+	stop_ours >/dev/null 2>&1
+	"$SS" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[[ $(id -u) == 0 ]] || { echo "daemon.sh: must run as root"; exit 2; }
+[[ -x "$IPSEC" ]] || { echo "daemon.sh: $IPSEC missing: cargo build -p ipsec-std"; exit 2; }
+mkdir -p "$STATE"
+
+psk() { cat "$STATE/psk"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+ours() { ip netns exec "$L" "$IPSEC" "$@"; }
+show() { ours show "$@" --control "$CTL"; }
+right_sas() { "$SS" swanctl right --list-sas --raw 2>/dev/null | grep 'list-sa event' || true; }
+
+# write_cfg LOCAL IKE ESP [IDLE] [NAT_KEEPALIVE]: our config for strongSwan proposals.
+write_cfg() {
+	local local_ip=$1 ike=$2 esp=$3 idle=${4:-} natk=${5:-20}
+	local enc hash group esp_enc esp_auth pfs=""
+	IFS=- read -r enc hash group <<<"$ike"
+	case $enc in aes128) enc=aes ;; aes256) enc=aes-256 ;; 3des) enc=3des ;; esac
+	case $hash in sha1) hash=sha ;; esac
+	case $group in modp768) group=1 ;; modp1024) group=2 ;; modp1536) group=5 ;; modp2048) group=14 ;; esac
+	IFS=- read -r esp_enc esp_auth esp_group <<<"$esp-"
+	case $esp_enc in aes128) esp_enc=esp-aes ;; aes256) esp_enc=esp-aes-256 ;; 3des) esp_enc=esp-3des ;; esac
+	case $esp_auth in sha1) esp_auth=esp-sha-hmac ;; sha256) esp_auth=esp-sha256-hmac ;; md5) esp_auth=esp-md5-hmac ;; esac
+	case ${esp_group:-} in modp1024) pfs='pfs = "group2"' ;; modp2048) pfs='pfs = "group14"' ;; esac
+	cat >"$CFG" <<EOF
+# written by daemon.sh
+hostname = "left"
+[control]
+socket = "$CTL"
+[interface]
+name = "l-out"
+address = "$local_ip"
+tun = "ipsec0"
+mtu = 1400
+source = "198.51.100.1"
+[isakmp]
+nat_keepalive = $natk
+[[isakmp.policy]]
+priority = 10
+encryption = "$enc"
+hash = "$hash"
+group = $group
+authentication = "pre-share"
+[[isakmp.key]]
+key = "$(psk)"
+address = "203.0.113.2"
+[ipsec]
+df_bit = "copy"
+${idle:+idle_time = $idle}
+[[transform_set]]
+name = "TS"
+esp = ["$esp_enc", "$esp_auth"]
+[[crypto_map]]
+name = "vpn"
+seq = 10
+peers = ["203.0.113.2"]
+transform_sets = ["TS"]
+match = { local = "198.51.100.0/25", remote = "198.51.100.128/25" }
+reverse_route = true
+$pfs
+EOF
+}
+
+# start_ours: runs the daemon (bounded to 120 s) and waits for its control socket.
+start_ours() {
+	rm -f "$CTL"
+	timeout 120 ip netns exec "$L" "$IPSEC" up --config "$CFG" --debug isakmp,ipsec >"$LOG" 2>&1 &
+	OURS_PID=$!
+	local i
+	for i in $(seq 1 50); do
+		[[ -S "$CTL" ]] && return 0
+		kill -0 "$OURS_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "   daemon did not start"
+	return 1
+}
+
+# stop_ours: SIGTERM (timeout forwards it), wait up to 5 s, return the exit status.
+stop_ours() {
+	[[ -n "$OURS_PID" ]] || return 0
+	local pid=$OURS_PID rc
+	OURS_PID=
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "   daemon ignored SIGTERM"
+		kill -KILL "$pid" 2>/dev/null
+	fi
+	wait "$pid"
+	rc=$?
+	return $rc
+}
+
+expect() { # expect TEXT PATTERN...: each extended regexp must match
+	local text=$1
+	shift
+	for p in "$@"; do
+		grep -Eq -- "$p" <<<"$text" || { echo "   missing: $p"; return 1; }
+	done
+}
+
+# no_leftovers: no route into ipsec0, no ipsec0 link in the left namespace.
+no_leftovers() {
+	local r l
+	r=$(ip -n "$L" route show | grep ipsec0 || true)
+	l=$(ip -n "$L" link show ipsec0 2>/dev/null || true)
+	[[ -z "$r" && -z "$l" ]] || { echo "   left behind: ${r:-} ${l:-}"; return 1; }
+	echo "   after SIGTERM: exit 0, no route into ipsec0, no ipsec0"
+}
+
+# ping_left N: bounded ping from our protected host to strongSwan's.
+ping_left() { ip netns exec "$L" ping -c "${1:-3}" -W 2 -I 198.51.100.1 198.51.100.129; }
+
+# check_route: the route to the remote network points into our TUN with our source.
+check_route() {
+	local r
+	r=$(ip -n "$L" route show 198.51.100.128/25)
+	echo "   route: $(head -1 <<<"$r")"
+	expect "$r" "dev ipsec0 .*src 198\.51\.100\.1"
+}
+
+# stop_and_check: SIGTERM, exit 0, DELETE seen by charon, nothing left behind.
+stop_and_check() {
+	stop_ours || { echo "   daemon exit status $?"; return 1; }
+	no_leftovers || return 1
+	sleep 0.3
+	grep -q "received DELETE for ESP CHILD_SA" "$STATE/right/charon.log" ||
+		{ echo "   charon saw no DELETE"; return 1; }
+	echo "   charon: $(grep -m1 -o 'received DELETE for ESP CHILD_SA with SPI [0-9a-f]*' "$STATE/right/charon.log")"
+}
+
+# ---------------------------------------------------------------- scenarios --
+
+# (a)/(b): we initiate, triggered by a ping into our TUN.
+initiate() { # initiate IKE ESP
+	local ike=$1 esp=$2 out sas
+	IKE_PROPOSALS=$ike ESP_PROPOSALS=$esp LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	write_cfg 203.0.113.1 "$ike" "$esp"
+	start_ours || return 1
+	check_route || return 1
+	out=$(ping_left 3)
+	echo "   $(grep 'packets transmitted' <<<"$out")"
+	expect "$out" " 3 received" || return 1
+	sas=$(right_sas)
+	echo "   strongSwan: $(grep -o 'state=INSTALLED mode=TUNNEL protocol=ESP encap=yes' <<<"$sas") $(grep -o 'packets-in=[0-9]*' <<<"$sas")"
+	expect "$sas" "state=INSTALLED mode=TUNNEL protocol=ESP encap=yes" || return 1
+	check_show || return 1
+	stop_and_check
+}
+
+# (a)/(b): strongSwan initiates, its host pings ours.
+respond() { # respond IKE ESP
+	local ike=$1 esp=$2 out
+	IKE_PROPOSALS=$ike ESP_PROPOSALS=$esp LEFT=none RIGHT_REMOTE_ADDRS=203.0.113.1 \
+		RIGHT_REMOTE_ID=203.0.113.1 "$SS" up >/dev/null 2>&1 || return 1
+	write_cfg 203.0.113.1 "$ike" "$esp"
+	start_ours || return 1
+	"$SS" swanctl right --initiate --child net --timeout 20 >"$STATE/initiate.out" 2>&1 ||
+		{ tail -5 "$STATE/initiate.out"; return 1; }
+	echo "   $(grep -m1 -o 'CHILD_SA .* established.*' "$STATE/initiate.out" | cut -c1-90)"
+	out=$(ip netns exec "$R" ping -c 3 -W 2 -I 198.51.100.129 198.51.100.1)
+	echo "   $(grep 'packets transmitted' <<<"$out")"
+	expect "$out" " 3 received" || return 1
+	expect "$(show isakmp-sa)" "Responder" "QM_IDLE" || return 1
+	expect "$(show ipsec-sa)" "#pkts decaps: [3-9]," "#pkts encaps: [3-9]," || return 1
+	stop_and_check
+}
+
+# `ipsec show ...` while the tunnel is up (text and JSON).
+check_show() {
+	local t
+	t=$(show isakmp-sa)
+	expect "$t" "203\.0\.113\.2 +203\.0\.113\.1 +QM_IDLE +1 ACTIVE" "psk +[0-9]+ +[0-9]+:[0-9]{2}:[0-9]{2} +D N" || { echo "$t"; return 1; }
+	t=$(show ipsec-sa)
+	expect "$t" "Crypto map tag: vpn, local addr 203\.0\.113\.1" "current_peer 203\.0\.113\.2 port 4500" \
+		"#pkts encaps: [3-9]," "#pkts decaps: [3-9]," "#pkts verify failed: 0" "Tunnel UDP-Encaps" "Status: ACTIVE" || { echo "$t"; return 1; }
+	t=$(show interfaces)
+	expect "$t" "ipsec0 is up" "198\.51\.100\.128/25 dev ipsec0 src 198\.51\.100\.1 metric 10 \(reverse-route" \
+		"metric 1024 \(acquire" || { echo "$t"; return 1; }
+	t=$(show ha)
+	expect "$t" "redundancy: not configured" || return 1
+	show ipsec-sa --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sa = d["sas"][0]
+assert sa["pkts_decaps"] >= 3 and sa["pkts_encaps"] >= 3 and sa["udp_encap"]["remote_port"] == 4500, sa
+print("   show --json: in %s out %s spi in %s out %s" % (sa["pkts_decaps"], sa["pkts_encaps"], sa["inbound_spi"], sa["outbound_spi"]))
+' || return 1
+	echo "   show isakmp-sa / ipsec-sa / interfaces / ha: OK"
+}
+
+init_aes128() { initiate aes128-sha1-modp2048 aes128-sha1; }
+resp_aes128() { respond aes128-sha1-modp2048 aes128-sha1; }
+init_3des() { initiate 3des-sha1-modp1024 3des-sha1; }
+resp_3des() { respond 3des-sha1-modp1024 3des-sha1; }
+init_aes256_pfs() { initiate aes256-sha256-modp2048 aes256-sha256-modp2048; }
+resp_aes256_pfs() { respond aes256-sha256-modp2048 aes256-sha256-modp2048; }
+
+# (d) our side behind a masquerading NAT; tshark on the right sees ESP in UDP 4500 from
+# the NAT's address, and our NAT keepalives.
+nat() {
+	command -v tshark >/dev/null || { echo "   tshark missing: apt-get install -y -qq --no-install-recommends tshark"; return 1; }
+	NAT=1 LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	write_cfg 192.0.2.2 aes128-sha1-modp2048 aes128-sha1 "" 5
+	start_ours || return 1
+	"$SS" capture right r-out 11 >"$STATE/pcapname" &
+	local cap=$! out d
+	sleep 1.5
+	out=$(ping_left 3)
+	echo "   $(grep 'packets transmitted' <<<"$out")"
+	wait $cap
+	d=$("$SS" dissect "$(cat "$STATE/pcapname")")
+	{ grep -E " ESP " <<<"$d" | head -2; grep -m1 "NAT-keepalive" <<<"$d"; } | sed 's/^/   /'
+	expect "$out" " 3 received" || return 1
+	expect "$d" "203\.0\.113\.1:4500 +-> +203\.0\.113\.2:4500 +ESP" "203\.0\.113\.1:4500 +-> +203\.0\.113\.2:4500 .*NAT-keepalive" || { echo "$d"; return 1; }
+	expect "$(show isakmp-sa)" "NAT: local behind NAT yes" || return 1
+	grep -q "local host is behind NAT" "$STATE/right/charon.log" || grep -q "remote host is behind NAT" "$STATE/right/charon.log" ||
+		{ echo "   charon did not detect the NAT"; return 1; }
+	stop_ours || return 1
+}
+
+# (e) idle_time = 5: after 5-7 s without traffic we DELETE and strongSwan drops its SA.
+idle() {
+	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	write_cfg 203.0.113.1 aes128-sha1-modp2048 aes128-sha1 5
+	start_ours || return 1
+	local out t0 t i
+	out=$(ping_left 3)
+	expect "$out" " 3 received" || return 1
+	t0=$(now)
+	for i in $(seq 1 100); do
+		grep -q "received DELETE for ESP CHILD_SA" "$STATE/right/charon.log" && break
+		sleep 0.1
+	done
+	t=$(since "$t0")
+	grep "idle for" "$LOG" | sed 's/^.*IPSEC/   IPSEC/'
+	echo "   charon got the DELETE ${t} s after the last ping reply: $(grep -m1 -o 'received DELETE for ESP CHILD_SA with SPI [0-9a-f]*' "$STATE/right/charon.log")"
+	awk -v t="$t" 'BEGIN{exit !(t >= 4.5 && t <= 7.5)}' || { echo "   expected 5-7 s"; return 1; }
+	sleep 0.3
+	local sas; sas=$(right_sas)
+	grep -q "child-sas {}" <<<"$sas" || ! grep -q "state=INSTALLED" <<<"$sas" ||
+		{ echo "   strongSwan still has the CHILD_SA: $sas"; return 1; }
+	echo "   strongSwan's CHILD_SA is gone"
+	# Traffic brings it back (a new Quick Mode on the kept IKE SA).
+	out=$(ping_left 3)
+	echo "   after idle: $(grep 'packets transmitted' <<<"$out")"
+	expect "$out" " [23] received" || return 1
+	stop_ours || return 1
+}
+
+# (f) 1 MB over TCP through the tunnel arrives intact (SHA-256 compared).
+tcp() {
+	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	write_cfg 203.0.113.1 aes128-sha1-modp2048 aes128-sha1
+	start_ours || return 1
+	head -c 1048576 /dev/urandom >"$STATE/tcp.in"
+	ping_left 1 >/dev/null # bring the SA up first (strongSwan's install race)
+	timeout 40 ip netns exec "$R" python3 - "$STATE/tcp.out" <<'PY' &
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.51.100.129", 5001)); s.listen(1); s.settimeout(30)
+c, _ = s.accept(); c.settimeout(30)
+with open(sys.argv[1], "wb") as f:
+    while True:
+        b = c.recv(65536)
+        if not b: break
+        f.write(b)
+PY
+	local srv=$! t0
+	sleep 0.5
+	t0=$(now)
+	timeout 40 ip netns exec "$L" python3 - "$STATE/tcp.in" <<'PY' || { echo "   client failed"; return 1; }
+import socket, sys
+s = socket.create_connection(("198.51.100.129", 5001), timeout=30, source_address=("198.51.100.1", 0))
+s.sendall(open(sys.argv[1], "rb").read()); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+PY
+	wait $srv || { echo "   server failed"; return 1; }
+	local a b
+	a=$(sha256sum <"$STATE/tcp.in" | cut -c1-64)
+	b=$(sha256sum <"$STATE/tcp.out" | cut -c1-64)
+	echo "   1 MiB in $(since "$t0") s, sha256 sent $a, received $b ($(stat -c %s "$STATE/tcp.out") bytes)"
+	[[ "$a" == "$b" ]] || return 1
+	expect "$(show ipsec-sa)" "#pkts verify failed: 0" "#pkts replay failed \(rcv\): 0" || return 1
+	stop_ours || return 1
+}
+
+# (g) SIGTERM while IKE is still negotiating (the peer does not answer).
+sigterm() {
+	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	"$SS" kill right >/dev/null 2>&1
+	write_cfg 203.0.113.1 aes128-sha1-modp2048 aes128-sha1
+	start_ours || return 1
+	ping_left 1 >/dev/null 2>&1
+	local t
+	t=$(show isakmp-sa)
+	echo "   $(grep -E 'MM_NO_STATE|NEGOTIATING' <<<"$t" | head -1)"
+	expect "$t" "MM_NO_STATE" || return 1
+	stop_ours || { echo "   daemon exit status $?"; return 1; }
+	no_leftovers
+}
+
+# Our daemon on both sides (charon stopped): no NAT-D faking, so raw ESP (protocol 50)
+# through the raw sockets instead of ESP-in-UDP.
+raw_esp() {
+	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	"$SS" kill right >/dev/null 2>&1
+	write_cfg 203.0.113.1 aes128-sha1-modp2048 aes128-sha1
+	sed -e 's/hostname = "left"/hostname = "right"/' -e "s|$CTL|$STATE/right.sock|" \
+		-e 's/address = "203.0.113.1"/address = "203.0.113.2"/' -e 's/source = "198.51.100.1"/source = "198.51.100.129"/' \
+		-e '/\[\[isakmp.key\]\]/,/^address/s/address = "203.0.113.2"/address = "203.0.113.1"/' \
+		-e 's/peers = \["203.0.113.2"\]/peers = ["203.0.113.1"]/' \
+		-e 's|local = "198.51.100.0/25", remote = "198.51.100.128/25"|local = "198.51.100.128/25", remote = "198.51.100.0/25"|' \
+		"$CFG" >"$STATE/right.toml"
+	rm -f "$STATE/right.sock"
+	timeout 60 ip netns exec "$R" "$IPSEC" up --config "$STATE/right.toml" >"$STATE/right.log" 2>&1 &
+	local rpid=$! out t
+	for _ in $(seq 1 50); do [[ -S "$STATE/right.sock" ]] && break; sleep 0.1; done
+	start_ours || return 1
+	out=$(ping_left 3)
+	echo "   $(grep 'packets transmitted' <<<"$out")"
+	t=$(show ipsec-sa)
+	kill -TERM $rpid; wait $rpid
+	expect "$out" " 3 received" || { cat "$STATE/right.log"; return 1; }
+	expect "$t" "in use settings =\{Tunnel, \}" "#pkts decaps: [3-9]," || { echo "$t"; return 1; }
+	echo "   in use settings ={Tunnel, } (raw ESP, protocol 50) both ways"
+	stop_ours || return 1
+	no_leftovers
+}
+
+ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat idle tcp sigterm raw_esp"
+T0=$(now)
+for s in ${@:-$ALL}; do
+	echo "== $s"
+	SCENARIO_T0=$(now)
+	: >"$LOG"
+	if "$s"; then
+		pass=$((pass + 1))
+		echo "   PASS ($(since "$SCENARIO_T0") s)"
+	else
+		fail=$((fail + 1))
+		failed+=("$s")
+		echo "   FAIL ($(since "$SCENARIO_T0") s); our daemon's log:"
+		tail -40 "$LOG" | sed 's/^/     | /'
+		echo "   charon's log (right):"
+		tail -40 "$STATE/right/charon.log" 2>/dev/null | sed 's/^/     | /'
+	fi
+	stop_ours >/dev/null 2>&1
+	"$SS" down >/dev/null 2>&1
+done
+echo
+echo "daemon interop: $pass passed, $fail failed in $(since "$T0") s${failed[*]:+ (failed: ${failed[*]})}"
+((fail == 0))
