@@ -387,5 +387,6 @@ for s in ${@:-$ALL}; do
 	"$SS" down >/dev/null 2>&1
 done
 echo
-echo "daemon interop: $pass passed, $fail failed in $(since "$T0") s${failed[*]:+ (failed: ${failed[*]})}"
+echo "daemon interop took $(since "$T0") s${failed[*]:+ (failed: ${failed[*]})}"
+echo "daemon: $pass passed, $fail failed"
 ((fail == 0))
