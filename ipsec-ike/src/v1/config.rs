@@ -330,6 +330,98 @@ impl Retransmit {
     }
 }
 
+/// When R-U-THEREs are sent (`crypto isakmp keepalive ... [on-demand | periodic]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum KeepaliveMode {
+    /// Dead Peer Detection proper (RFC 3706, the IOS default): an R-U-THERE only when
+    /// nothing was received from the peer for the interval *and* there is traffic to
+    /// send to it. An idle tunnel costs no message and no timer.
+    #[default]
+    OnDemand,
+    /// IKE keepalives: an R-U-THERE every interval, traffic or not.
+    Periodic,
+}
+
+/// `crypto isakmp keepalive <interval> [<retry>] [periodic | on-demand]`: Dead Peer
+/// Detection (RFC 3706) and IKE keepalives.
+///
+/// Timing: the first R-U-THERE of a round is sent at `t1` (on demand: the first
+/// outbound packet reported after `interval` without proof of life; periodic:
+/// `interval` after the previous round started, or after phase 1 came up). While it is
+/// unanswered a new R-U-THERE (next sequence number) is sent every `retry`, `retries`
+/// R-U-THEREs in all, and the peer is declared dead at `t1 + retries × retry`
+/// ([`Keepalive::dead_after`]). With `keepalive 60 3` and the default 5: R-U-THEREs at
+/// 60, 63, 66, 69 and 72 s after the last proof of life, dead at 75 s. Any proof of life
+/// (the matching R-U-THERE-ACK, any authenticated IKE message, inbound IPsec traffic
+/// reported by [`Ike::note_inbound`](super::Ike::note_inbound)) ends the round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Keepalive {
+    /// Idle time before a peer is probed (IOS: 10..=3600 s).
+    pub interval: Duration,
+    /// Time between R-U-THEREs while unanswered (IOS: 2..=60 s, default 2).
+    pub retry: Duration,
+    /// R-U-THEREs sent in a round before the peer is declared dead (default 5, as IOS).
+    pub retries: u8,
+    /// On demand (DPD) or periodic (keepalives).
+    pub mode: KeepaliveMode,
+    /// Probe peers that did not send the DPD vendor ID too (they are known to answer).
+    /// Off: such peers are never probed (RFC 3706 §5.1).
+    pub without_peer_vid: bool,
+}
+
+impl Keepalive {
+    /// IOS default number of R-U-THEREs before a peer is declared dead.
+    pub const DEFAULT_RETRIES: u8 = 5;
+
+    /// `crypto isakmp keepalive <interval_secs> <retry_secs>`: on demand, 5 R-U-THEREs.
+    #[must_use]
+    pub const fn new(interval: Duration, retry: Duration) -> Self {
+        Self {
+            interval,
+            retry,
+            retries: Self::DEFAULT_RETRIES,
+            mode: KeepaliveMode::OnDemand,
+            without_peer_vid: false,
+        }
+    }
+
+    /// The same, `periodic`.
+    #[must_use]
+    pub const fn periodic(mut self) -> Self {
+        self.mode = KeepaliveMode::Periodic;
+        self
+    }
+
+    /// The same with `retries` R-U-THEREs per round (at least 1 is used).
+    #[must_use]
+    pub const fn with_retries(mut self, retries: u8) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Time from the first unanswered R-U-THERE until the peer is declared dead:
+    /// `retries × retry`.
+    #[must_use]
+    pub fn dead_after(&self) -> Duration {
+        Duration::from_millis(
+            self.retry_ms()
+                .saturating_mul(u64::from(self.retries.max(1))),
+        )
+    }
+
+    /// The interval in milliseconds, at least 1 (a zero interval would spin).
+    pub(crate) fn interval_ms(&self) -> u64 {
+        self.interval.as_millis().max(1)
+    }
+
+    /// The retry interval in milliseconds, at least 1.
+    pub(crate) fn retry_ms(&self) -> u64 {
+        self.retry.as_millis().max(1)
+    }
+}
+
 /// `crypto isakmp identity address | hostname`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum LocalIdentity {
@@ -371,6 +463,9 @@ pub struct IkeConfig {
     pub initial_contact: bool,
     /// Anti-replay window of the inbound child SAs.
     pub replay_window: u32,
+    /// `crypto isakmp keepalive`: Dead Peer Detection / IKE keepalives (default off; a
+    /// peer's R-U-THERE is answered either way).
+    pub keepalive: Option<Keepalive>,
     /// `crypto isakmp policy` entries (empty: [`IsakmpPolicy::DEFAULTS`]).
     pub policies: heapless::Vec<IsakmpPolicy, MAX_POLICIES>,
     /// `crypto isakmp key` entries.
@@ -382,7 +477,8 @@ pub struct IkeConfig {
 impl IkeConfig {
     /// Defaults: ports 500/4500, address identity, NAT-T on, strongSwan retransmission,
     /// half-open limits 4 per peer / 8 in total, rekey at 90 %, INITIAL-CONTACT on,
-    /// 64-packet replay window; no policies (so the defaults), keys or crypto maps.
+    /// 64-packet replay window, no keepalives; no policies (so the defaults), keys or
+    /// crypto maps.
     #[must_use]
     pub fn new(local_addr: IpAddr) -> Self {
         Self {
@@ -399,6 +495,7 @@ impl IkeConfig {
             child_soft_percent: ipsec_core::lifetime::DEFAULT_SOFT_PERCENT,
             initial_contact: true,
             replay_window: 64,
+            keepalive: None,
             policies: heapless::Vec::new(),
             keys: heapless::Vec::new(),
             crypto_maps: heapless::Vec::new(),

@@ -3,6 +3,7 @@
 use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 
+use ipsec_core::Instant;
 use ipsec_core::esp::EspConfig;
 
 use super::keys::Keymat;
@@ -40,6 +41,8 @@ pub enum DeleteReason {
     InitialContact,
     /// Deleted together with its IKE SA (`delete_ike_sa`).
     IkeSaDeleted,
+    /// Dead Peer Detection declared the peer dead (R-U-THEREs unanswered).
+    DpdDead,
 }
 
 /// Why a negotiation failed.
@@ -185,6 +188,15 @@ pub enum IkeEvent {
         /// The peer tried now.
         to: IpAddr,
     },
+    /// Dead Peer Detection declared `peer` dead: its IKE SAs and IPsec SAs are being
+    /// deleted (`DeleteReason::DpdDead` events follow), then its crypto map entries move
+    /// to their next peers (`PeerChanged`).
+    PeerDead {
+        /// The peer.
+        peer: IpAddr,
+        /// When it last showed a sign of life.
+        last_proof_of_life: Instant,
+    },
 }
 
 /// An event as queued: small and `Copy`; a child SA is materialised (keys and all)
@@ -220,6 +232,10 @@ pub(crate) enum Queued {
         crypto_map: u32,
         from: IpAddr,
         to: IpAddr,
+    },
+    PeerDead {
+        peer: IpAddr,
+        last_proof_of_life: Instant,
     },
 }
 

@@ -70,6 +70,14 @@ pub struct IkeCounters {
     pub dpd_answered: u64,
     /// DPD R-U-THERE-ACKs received for our outstanding R-U-THERE.
     pub dpd_acks: u64,
+    /// DPD R-U-THEREs we sent (timer driven and [`Ike::dpd_probe`]).
+    pub dpd_sent: u64,
+    /// Our R-U-THEREs left unanswered for a retry interval.
+    pub dpd_timeouts: u64,
+    /// R-U-THERE-ACKs whose sequence number was not the outstanding one (ignored).
+    pub dpd_unexpected_acks: u64,
+    /// Peers declared dead by DPD.
+    pub dpd_peers_dead: u64,
     /// Events lost because the queue was full.
     pub events_dropped: u64,
     /// Datagrams lost because the queue was full or the caller's buffer too small.
@@ -95,6 +103,7 @@ pub struct Ike<P: CryptoProvider, const SAS: usize = 16, const CHILDREN: usize =
     pub(super) counters: IkeCounters,
     pub(super) last_now: Instant,
     pub(super) rr: usize,
+    pub(super) dpd: super::dpd::DpdTable<SAS>,
 }
 
 impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> core::fmt::Debug
@@ -137,6 +146,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             counters: IkeCounters::default(),
             last_now: Instant::ZERO,
             rr: 0,
+            dpd: super::dpd::DpdTable::new(),
         }
     }
 
@@ -403,11 +413,12 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         None
     }
 
-    /// The earliest deadline (retransmission, half-open expiry, rekey, lifetime).
+    /// The earliest deadline (retransmission, half-open expiry, rekey, lifetime, DPD).
+    /// Idle peers in on-demand DPD mode contribute none.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let half_open = self.config.half_open_timeout;
-        let mut best: Option<Instant> = None;
+        let mut best: Option<Instant> = self.dpd.next_deadline();
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 best = Some(best.map_or(t, |b| b.min(t)));
@@ -435,7 +446,8 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
     }
 
     /// Runs every timer due at `now`: retransmissions (and giving up, with peer
-    /// failover), half-open expiry, phase-1 rekey and expiry, child SA expiry.
+    /// failover), half-open expiry, phase-1 rekey and expiry, child SA expiry, DPD
+    /// (R-U-THEREs, declaring a peer dead, failover).
     pub fn handle_timeout<R: SecureRng>(&mut self, now: Instant, rng: &mut R) {
         self.last_now = now;
         let rt = self.config.retransmit;
@@ -547,6 +559,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
                 k += 1;
             }
         }
+        self.dpd_timers(now, rng);
     }
 
     /// The next event.
@@ -626,6 +639,13 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
                     from,
                     to,
                 },
+                Queued::PeerDead {
+                    peer,
+                    last_proof_of_life,
+                } => IkeEvent::PeerDead {
+                    peer,
+                    last_proof_of_life,
+                },
             };
             return Some(ev);
         }
@@ -701,6 +721,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         if let Some(s) = self.sas.get_mut(i) {
             *s = None;
         }
+        self.dpd_gc(peer.ip());
         emit(
             &mut self.events,
             &mut self.counters,
@@ -716,25 +737,35 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
     /// `show crypto isakmp sa detail`.
     pub fn isakmp_status(&self) -> impl Iterator<Item = IsakmpSaStatus> + '_ {
         let now = self.last_now;
-        self.sas.iter().flatten().map(move |sa| IsakmpSaStatus {
-            conn_id: sa.conn_id,
-            local: sa.local,
-            remote: sa.remote,
-            state: sa.state.status(),
-            role: sa.role,
-            encryption: sa.chosen.map(|c| c.cipher),
-            hash: sa.chosen.map(|c| c.hash),
-            auth: super::config::IsakmpAuth::PreShare,
-            group: sa.chosen.map(|c| c.group),
-            lifetime_left: sa.expires.map(|e| e - now),
-            capabilities: Capabilities {
-                dpd: sa.peer_dpd,
-                keepalive: false,
-                nat_t: sa.natt_active(),
-            },
-            nat: sa.nat,
-            initiator_cookie: sa.cky_i,
-            responder_cookie: sa.cky_r,
+        let ka = self.config.keepalive;
+        self.sas.iter().flatten().map(move |sa| {
+            let dpd = if sa.is_established() {
+                self.dpd.status(sa.remote.ip(), ka.as_ref())
+            } else {
+                None
+            };
+            IsakmpSaStatus {
+                conn_id: sa.conn_id,
+                local: sa.local,
+                remote: sa.remote,
+                state: sa.state.status(),
+                role: sa.role,
+                encryption: sa.chosen.map(|c| c.cipher),
+                hash: sa.chosen.map(|c| c.hash),
+                auth: super::config::IsakmpAuth::PreShare,
+                group: sa.chosen.map(|c| c.group),
+                lifetime_left: sa.expires.map(|e| e - now),
+                capabilities: Capabilities {
+                    dpd: sa.peer_dpd,
+                    keepalive: sa.is_established()
+                        && ka.is_some_and(|k| sa.peer_dpd || k.without_peer_vid),
+                    nat_t: sa.natt_active(),
+                },
+                nat: sa.nat,
+                dpd,
+                initiator_cookie: sa.cky_i,
+                responder_cookie: sa.cky_r,
+            }
         })
     }
 
@@ -1016,6 +1047,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         if let Some(s) = self.sas.get_mut(i) {
             *s = None;
         }
+        self.dpd_gc(peer.ip());
         self.reparent(conn_id, peer.ip());
         emit(
             &mut self.events,

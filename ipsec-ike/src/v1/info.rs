@@ -12,10 +12,11 @@
 //! reason reported if the exchange then times out.
 //!
 //! DPD: a received R-U-THERE (protocol ISAKMP, SPI = CKY-I | CKY-R, 4-byte sequence
-//! number) is answered with R-U-THERE-ACK in a new Informational.
-//! [`Ike::dpd_probe`] sends one R-U-THERE on demand and a matching ACK clears it; the
-//! DPD timers (idle interval, retries, declaring the peer dead) will drive that probe
-//! and read `dpd_outstanding` (not implemented yet).
+//! number) is always answered with R-U-THERE-ACK in a new Informational. An ACK counts
+//! only if it carries the sequence number of our outstanding R-U-THERE; any other is
+//! counted ([`IkeCounters::dpd_unexpected_acks`]) and ignored, never fatal. Every
+//! other authenticated Informational is proof of life for the DPD timers
+//! ([`super::dpd`]); [`Ike::dpd_probe`] sends one R-U-THERE by hand.
 
 use core::net::SocketAddr;
 
@@ -243,19 +244,31 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let mut acks: heapless::Vec<u32, 4> = heapless::Vec::new();
         let mut refused: heapless::Vec<(Option<u32>, FailReason), 4> = heapless::Vec::new();
         let mut initial_contact = false;
+        // DPD: the outstanding R-U-THERE answered; ACKs that were not expected; and
+        // whether anything else in the message shows the peer is alive.
+        let (mut acked, mut stale_acks, mut proof) = (false, 0u32, !m.deletes.is_empty());
         for n in &m.notifies {
+            let stale = matches!(n.notify_type, notify::R_U_THERE_ACK);
+            proof |= !stale;
             match n.notify_type {
                 notify::R_U_THERE if n.protocol_id == protocol_id::ISAKMP && n.spi == ck => {
                     if let Some(seq) = n.dpd_sequence() {
                         let _ = acks.push(seq);
                     }
                 }
-                notify::R_U_THERE_ACK if n.protocol_id == protocol_id::ISAKMP && n.spi == ck => {
-                    if let Some(seq) = n.dpd_sequence() {
-                        if sa.dpd_outstanding == Some(seq) {
-                            sa.dpd_outstanding = None;
-                            self.counters.dpd_acks += 1;
-                        }
+                notify::R_U_THERE_ACK => {
+                    let seq = n.dpd_sequence();
+                    if n.protocol_id == protocol_id::ISAKMP
+                        && n.spi == ck
+                        && seq.is_some()
+                        && sa.dpd_outstanding == seq
+                    {
+                        sa.dpd_outstanding = None;
+                        self.counters.dpd_acks += 1;
+                        acked = true;
+                    } else {
+                        self.counters.dpd_unexpected_acks += 1;
+                        stale_acks += 1;
                     }
                 }
                 notify::INITIAL_CONTACT => initial_contact = true,
@@ -291,6 +304,16 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             }
         }
         drop(m);
+        let ka = self.config.keepalive;
+        let pip = peer.ip();
+        if acked {
+            self.dpd.acked(now, pip, ka.as_ref());
+        } else if proof {
+            self.dpd_alive(now, pip);
+        }
+        for _ in 0..stale_acks {
+            self.dpd.unexpected_ack(pip);
+        }
         for seq in acks {
             self.on_dpd(rng, i, seq)?;
         }
@@ -300,7 +323,6 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         if initial_contact {
             self.initial_contact(i);
         }
-        let pip = peer.ip();
         self.remove_children(
             |c| c.peer.ip() == pip && esp_spis.contains(&c.outbound.spi),
             DeleteReason::PeerDelete,
@@ -316,6 +338,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             if let Some(s) = self.sas.get_mut(k) {
                 *s = None;
             }
+            self.dpd_gc(pip);
             self.reparent(conn_id, pip);
             emit(
                 &mut self.events,
@@ -331,7 +354,6 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
     }
 
     /// DPD (RFC 3706): answer a valid R-U-THERE with R-U-THERE-ACK, same sequence.
-    /// The future DPD sender adds its R-U-THERE-ACK bookkeeping next to this.
     pub(super) fn on_dpd<R: SecureRng>(
         &mut self,
         rng: &mut R,
@@ -349,10 +371,10 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         Ok(())
     }
 
-    /// Sends one DPD R-U-THERE (RFC 3706) on IKE SA `conn_id` and returns its sequence
-    /// number; the peer's R-U-THERE-ACK clears it (counted in
-    /// [`IkeCounters::dpd_acks`]). The DPD timers that decide when to probe and when the
-    /// peer is dead are not implemented yet; they will call this.
+    /// Sends one DPD R-U-THERE (RFC 3706) on IKE SA `conn_id` now, outside the DPD
+    /// timers ([`IkeConfig::keepalive`](super::IkeConfig::keepalive)), and returns its
+    /// sequence number; the peer's R-U-THERE-ACK clears it (counted in
+    /// [`IkeCounters::dpd_acks`]).
     ///
     /// # Errors
     /// [`IkeError::UnknownSa`], [`IkeError::UnexpectedMessage`] if phase 1 is not up,
@@ -369,25 +391,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             .iter()
             .position(|s| s.as_ref().is_some_and(|sa| sa.conn_id == conn_id))
             .ok_or(IkeError::UnknownSa)?;
-        let sa = self.sa_mut(i)?;
-        if !sa.is_established() {
-            return Err(IkeError::UnexpectedMessage);
-        }
-        // RFC 3706 §5.5: a random start, then increments.
-        let seq = if sa.dpd_seq == 0 {
-            super::sa::random_u32(rng, 1, |v| v > 0x7fff_ffff)?
-        } else {
-            sa.dpd_seq.wrapping_add(1).max(1)
-        };
-        sa.dpd_seq = seq;
-        sa.dpd_outstanding = Some(seq);
-        let mut ck = [0u8; 16];
-        ck[..8].copy_from_slice(&sa.cky_i);
-        ck[8..].copy_from_slice(&sa.cky_r);
-        let b = seq.to_be_bytes();
-        let n = NotifyRepr::isakmp(notify::R_U_THERE, &ck, &b);
-        self.send_info(rng, i, &[InfoItem::Notify(n)])?;
-        Ok(seq)
+        self.send_r_u_there(rng, i)
     }
 
     /// An unencrypted Informational: error notifies are recorded (or, in answer to our

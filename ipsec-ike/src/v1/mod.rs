@@ -15,6 +15,9 @@
 //!   selector, proposals from its transform sets, KEYMAT per direction.
 //! * `info`: Informational exchanges: DELETE (IPsec and ISAKMP), INITIAL-CONTACT,
 //!   error notifies, and R-U-THERE answered with R-U-THERE-ACK.
+//! * [`dpd`]: Dead Peer Detection and IKE keepalives ([`IkeConfig::keepalive`]):
+//!   per-peer liveness fed by [`Ike::note_inbound`] / [`Ike::note_outbound`] in O(1),
+//!   R-U-THERE rounds, declaring a peer dead and failing over to the next peer.
 //! * `ike`: the SA table, retransmission (strongSwan-like backoff), duplicates, peer
 //!   failover, phase-1 rekey and expiry, child expiry, events and status.
 //!
@@ -38,6 +41,7 @@
 //!   data plane's soft expiry. They are deleted (with a DELETE) at their hard lifetime.
 
 mod config;
+pub mod dpd;
 mod error;
 mod events;
 mod ike;
@@ -51,10 +55,12 @@ mod sa;
 mod status;
 
 pub use config::{
-    CryptoMapEntry, ExchangeMode, Hostname, IkeConfig, IsakmpAuth, IsakmpPolicy, KeyPeer,
-    LocalIdentity, MAX_CRYPTO_MAPS, MAX_HOSTNAME_LEN, MAX_KEYS, MAX_NAME_LEN, MAX_PEERS,
-    MAX_POLICIES, MAX_PSK_LEN, MAX_TRANSFORM_SETS, PresharedKey, Psk, Retransmit, TransformSet,
+    CryptoMapEntry, ExchangeMode, Hostname, IkeConfig, IsakmpAuth, IsakmpPolicy, Keepalive,
+    KeepaliveMode, KeyPeer, LocalIdentity, MAX_CRYPTO_MAPS, MAX_HOSTNAME_LEN, MAX_KEYS,
+    MAX_NAME_LEN, MAX_PEERS, MAX_POLICIES, MAX_PSK_LEN, MAX_TRANSFORM_SETS, PresharedKey, Psk,
+    Retransmit, TransformSet,
 };
+pub use dpd::{DpdAction, DpdCounters, DpdStatus, DpdTable};
 pub use error::IkeError;
 pub use events::{ChildSa, DeleteReason, FailReason, IkeEvent, NatStatus};
 pub use ike::{Ike, IkeCounters, Transmit};

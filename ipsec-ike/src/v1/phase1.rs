@@ -1366,6 +1366,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             nat: sa.nat,
         };
         emit(&mut self.events, &mut self.counters, q);
+        self.dpd_established(now, i);
         if ic {
             self.initial_contact(i);
         }

@@ -185,7 +185,11 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             if sa.mid_known(hdr.message_id) {
                 return Err(IkeError::UnexpectedMessage); // an old exchange replayed
             }
-            return self.qm_r1(now, rng, i, hdr, msg, from, to, fp);
+            let r = self.qm_r1(now, rng, i, hdr, msg, from, to, fp);
+            if r.is_ok() {
+                self.dpd_alive(now, from.ip());
+            }
+            return r;
         };
         let Some(Some(q)) = sa.qm.get_mut(s) else {
             return Err(IkeError::UnknownSa);
@@ -197,11 +201,15 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             self.counters.duplicates += 1;
             return Ok(());
         }
-        match (q.role, q.state) {
+        let r = match (q.role, q.state) {
             (Role::Initiator, QmState::I1) => self.qm_i2(now, rng, i, s, hdr, msg, from, to, fp),
             (Role::Responder, QmState::R2) => self.qm_r3(now, rng, i, s, hdr, msg, from, to, fp),
             _ => Err(IkeError::UnexpectedMessage),
+        };
+        if r.is_ok() {
+            self.dpd_alive(now, from.ip());
         }
+        r
     }
 
     /// Responder, QM1: verify HASH(1), find the crypto map entry by the proxy

@@ -10,6 +10,7 @@ use ipsec_core::esp::{Mode, Transform, UdpEncap};
 use ipsec_core::spd::Selector;
 
 use super::config::IsakmpAuth;
+use super::dpd::DpdStatus;
 use super::events::NatStatus;
 
 /// Phase-1 state, with the names IOS prints.
@@ -60,7 +61,8 @@ pub enum Role {
 pub struct Capabilities {
     /// D: both sides announced Dead Peer Detection (RFC 3706).
     pub dpd: bool,
-    /// K: IKE keepalives are configured (not yet implemented: always false).
+    /// K: keepalives / DPD are configured and this peer is probed (it announced DPD, or
+    /// [`Keepalive::without_peer_vid`](super::Keepalive::without_peer_vid)).
     pub keepalive: bool,
     /// N: NAT traversal was negotiated and a NAT detected (ESP in UDP).
     pub nat_t: bool,
@@ -109,6 +111,8 @@ pub struct IsakmpSaStatus {
     pub capabilities: Capabilities,
     /// NAT detection result.
     pub nat: NatStatus,
+    /// Dead Peer Detection state of the peer (established SAs).
+    pub dpd: Option<DpdStatus>,
     /// CKY-I.
     pub initiator_cookie: [u8; 8],
     /// CKY-R.

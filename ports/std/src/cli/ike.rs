@@ -191,12 +191,15 @@ fn parse_esp(s: &str) -> Result<(Transform, Option<DhGroup>), String> {
         }
     }
     let t = Transform { enc, auth };
-    t.validate().map_err(|_| format!("invalid ESP proposal {s:?}"))?;
+    t.validate()
+        .map_err(|_| format!("invalid ESP proposal {s:?}"))?;
     Ok((t, pfs))
 }
 
 fn parse_net(s: &str) -> Result<AddrRange, String> {
-    let (a, l) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected ADDR/LEN"))?;
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected ADDR/LEN"))?;
     let a: IpAddr = a.parse().map_err(|e| format!("{s:?}: {e}"))?;
     let l: u8 = l.parse().map_err(|e| format!("{s:?}: {e}"))?;
     AddrRange::from_prefix(a, l).map_err(|e| format!("{s:?}: {e}"))
@@ -206,14 +209,22 @@ fn parse_net(s: &str) -> Result<AddrRange, String> {
 fn parse_dpd(s: &str, periodic: bool, without_vid: bool) -> Result<Keepalive, String> {
     let v: Vec<&str> = s.split(',').collect();
     let num = |i: usize, d: u64| -> Result<u64, String> {
-        v.get(i).map_or(Ok(d), |x| x.trim().parse().map_err(|e| format!("--dpd {s:?}: {e}")))
+        v.get(i).map_or(Ok(d), |x| {
+            x.trim().parse().map_err(|e| format!("--dpd {s:?}: {e}"))
+        })
     };
     if v.len() > 3 || num(0, 0)? == 0 {
-        return Err(format!("--dpd {s:?}: expected INTERVAL[,RETRY[,COUNT]] (seconds, interval > 0)"));
+        return Err(format!(
+            "--dpd {s:?}: expected INTERVAL[,RETRY[,COUNT]] (seconds, interval > 0)"
+        ));
     }
-    let count = u8::try_from(num(2, 5)?.max(1)).map_err(|_| format!("--dpd {s:?}: count too large"))?;
-    let mut k = Keepalive::new(Duration::from_secs(num(0, 0)?), Duration::from_secs(num(1, 2)?.max(1)))
-        .with_retries(count);
+    let count =
+        u8::try_from(num(2, 5)?.max(1)).map_err(|_| format!("--dpd {s:?}: count too large"))?;
+    let mut k = Keepalive::new(
+        Duration::from_secs(num(0, 0)?),
+        Duration::from_secs(num(1, 2)?.max(1)),
+    )
+    .with_retries(count);
     if periodic {
         k = k.periodic();
     }
@@ -223,8 +234,12 @@ fn parse_dpd(s: &str, periodic: bool, without_vid: bool) -> Result<Keepalive, St
 
 fn config(a: &ConnectArgs) -> Result<IkeConfig, String> {
     let mut cfg = IkeConfig::new(a.local);
-    cfg.retransmit = Retransmit { timeout: Duration::from_millis(a.retransmit_ms), ..Retransmit::default() };
-    cfg.add_policy(parse_ike(&a.ike)?).map_err(|e| e.to_string())?;
+    cfg.retransmit = Retransmit {
+        timeout: Duration::from_millis(a.retransmit_ms),
+        ..Retransmit::default()
+    };
+    cfg.add_policy(parse_ike(&a.ike)?)
+        .map_err(|e| e.to_string())?;
     for p in std::iter::once(&a.peer).chain(&a.backup_peer) {
         cfg.add_key(PresharedKey::address(*p, a.psk.as_bytes()).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
@@ -309,9 +324,16 @@ fn answer_echo(p: &[u8]) -> Option<Vec<u8>> {
 fn echo_reply(p: &[u8]) -> Option<(Ipv4Addr, u16)> {
     let ip = Ipv4Packet::new_checked(p).ok()?;
     let icmp = ip.payload();
-    (ip.protocol() == proto::ICMP && icmp.first() == Some(&0) && icmp.get(4..6) == Some(&[0x49, 0x50]))
-        .then(|| Some((ip.src_addr(), u16::from_be_bytes([*icmp.get(6)?, *icmp.get(7)?]))))
-        .flatten()
+    (ip.protocol() == proto::ICMP
+        && icmp.first() == Some(&0)
+        && icmp.get(4..6) == Some(&[0x49, 0x50]))
+    .then(|| {
+        Some((
+            ip.src_addr(),
+            u16::from_be_bytes([*icmp.get(6)?, *icmp.get(7)?]),
+        ))
+    })
+    .flatten()
 }
 
 struct Child {
@@ -349,18 +371,21 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
     let cfg = config(&a)?;
     let mut ike: Ike<SoftCrypto> = Ike::new(cfg);
     let s500 = UdpSocket::bind((a.local, 500)).map_err(|e| format!("bind {}:500: {e}", a.local))?;
-    let s4500 = UdpSocket::bind((a.local, 4500)).map_err(|e| format!("bind {}:4500: {e}", a.local))?;
+    let s4500 =
+        UdpSocket::bind((a.local, 4500)).map_err(|e| format!("bind {}:4500: {e}", a.local))?;
     for s in [&s500, &s4500] {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
     }
     let start = StdInstant::now();
-    let clock = || Instant::from_millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let clock =
+        || Instant::from_millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
     let deadline = clock() + Duration::from_secs(a.timeout);
     let mut rng = OsRng;
     let mut buf = vec![0u8; 65_536];
     let mut child: Option<Child> = None;
     if !a.respond {
-        ike.initiate(clock(), &mut rng, MAP).map_err(|e| format!("initiate: {e}"))?;
+        ike.initiate(clock(), &mut rng, MAP)
+            .map_err(|e| format!("initiate: {e}"))?;
     }
     let (mut sent, mut replies, mut next_ping) = (0u32, 0u32, Instant::ZERO);
     let mut deleted_by_peer = false;
@@ -376,7 +401,11 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
     if let Some(k) = ike.config().keepalive {
         println!(
             "dpd: {} every {} s, retry {} s, {} R-U-THEREs, dead {} s after the first unanswered one",
-            if k.mode == KeepaliveMode::Periodic { "periodic keepalives" } else { "on-demand DPD" },
+            if k.mode == KeepaliveMode::Periodic {
+                "periodic keepalives"
+            } else {
+                "on-demand DPD"
+            },
             k.interval.as_secs(),
             k.retry.as_secs(),
             k.retries,
@@ -386,7 +415,10 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
     loop {
         let now = clock();
         if now >= deadline {
-            return Err(format!("timeout after {} s (pings {replies}/{sent})", a.timeout));
+            return Err(format!(
+                "timeout after {} s (pings {replies}/{sent})",
+                a.timeout
+            ));
         }
         if ike.poll_timeout().is_some_and(|t| t <= now) {
             ike.handle_timeout(now, &mut rng);
@@ -413,7 +445,12 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
         }
         while let Some(ev) = ike.poll_event() {
             match ev {
-                IkeEvent::Phase1Established { conn_id, local, peer, nat } => {
+                IkeEvent::Phase1Established {
+                    conn_id,
+                    local,
+                    peer,
+                    nat,
+                } => {
                     println!(
                         "ike: phase 1 established conn {conn_id} local {local} peer {peer} nat local={} remote={}",
                         nat.local_behind_nat, nat.remote_behind_nat
@@ -430,7 +467,11 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                     keepalive = Some(ka);
                     current_peer = Some(peer.ip());
                     if let Some(st) = ike.isakmp_status().find(|s| s.conn_id == conn_id) {
-                        println!("dpd: conn {conn_id} peer {} capabilities [{}]", peer.ip(), st.capabilities);
+                        println!(
+                            "dpd: conn {conn_id} peer {} capabilities [{}]",
+                            peer.ip(),
+                            st.capabilities
+                        );
                     }
                 }
                 IkeEvent::ChildSaEstablished(cs) => {
@@ -443,7 +484,10 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                         cs.inbound.spi,
                         cs.outbound.spi,
                         transform_name(&t),
-                        cs.outbound.udp_encap.map_or("none".into(), |u| format!("udp {}->{}", u.local_port, u.remote_port)),
+                        cs.outbound.udp_encap.map_or("none".into(), |u| format!(
+                            "udp {}->{}",
+                            u.local_port, u.remote_port
+                        )),
                     );
                     if let Some(path) = &a.keylog {
                         let line = format!(
@@ -455,25 +499,47 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                             hex::encode(oe),
                             hex::encode(oa)
                         );
-                        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| e.to_string())?;
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .map_err(|e| e.to_string())?;
                         f.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
                     }
-                    let inbound = EspSa::new(cs.inbound.clone(), ie, ia, now).map_err(|e| format!("inbound SA: {e}"))?;
-                    let outbound = EspSa::new(cs.outbound.clone(), oe, oa, now).map_err(|e| format!("outbound SA: {e}"))?;
+                    let inbound = EspSa::new(cs.inbound.clone(), ie, ia, now)
+                        .map_err(|e| format!("inbound SA: {e}"))?;
+                    let outbound = EspSa::new(cs.outbound.clone(), oe, oa, now)
+                        .map_err(|e| format!("outbound SA: {e}"))?;
                     let port = cs.outbound.udp_encap.map_or(4500, |u| u.remote_port);
-                    child = Some(Child { inbound, outbound, peer_esp: SocketAddr::new(cs.peer.ip(), port) });
-                    next_ping = now;
+                    child = Some(Child {
+                        inbound,
+                        outbound,
+                        peer_esp: SocketAddr::new(cs.peer.ip(), port),
+                    });
+                    // strongSwan installs its SA only after processing QM3: an echo
+                    // sent at once can race it and be dropped (interop NOTES 6.3).
+                    next_ping = now + Duration::from_millis(150);
                     // Count the pings of each tunnel on their own (a backup peer's).
                     (sent, replies) = (0, 0);
                 }
-                IkeEvent::ChildSaDeleted { inbound_spi, outbound_spi, reason, .. } => {
-                    println!("ike: child sa deleted in spi {inbound_spi:#010x} out spi {outbound_spi:#010x} reason {reason:?}");
+                IkeEvent::ChildSaDeleted {
+                    inbound_spi,
+                    outbound_spi,
+                    reason,
+                    ..
+                } => {
+                    println!(
+                        "ike: child sa deleted in spi {inbound_spi:#010x} out spi {outbound_spi:#010x} reason {reason:?}"
+                    );
                     child = None;
                     if reason != DeleteReason::DpdDead {
                         deleted_by_peer = true;
                     }
                 }
-                IkeEvent::PeerDead { peer, last_proof_of_life } => {
+                IkeEvent::PeerDead {
+                    peer,
+                    last_proof_of_life,
+                } => {
                     let silent = now.saturating_since(last_proof_of_life);
                     println!(
                         "dpd: peer {peer} declared dead at unix={:.3}, last proof of life {}.{:03} s before",
@@ -487,7 +553,9 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                 IkeEvent::PeerChanged { from, to, .. } => {
                     println!("dpd: crypto map entry {MAP} fails over from {from} to {to}");
                 }
-                IkeEvent::Phase1Deleted { conn_id, reason, .. } => {
+                IkeEvent::Phase1Deleted {
+                    conn_id, reason, ..
+                } => {
                     println!("ike: phase 1 deleted conn {conn_id} reason {reason:?}");
                 }
                 IkeEvent::NegotiationFailed { reason, peer, .. } => {
@@ -528,10 +596,14 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                                             .outbound
                                             .seal_udp_payload(now, &reply, &mut rng, &mut out)
                                             .map_err(|e| e.to_string())?;
-                                        s4500.send_to(&out[..n], c.peer_esp).map_err(|e| e.to_string())?;
+                                        s4500
+                                            .send_to(&out[..n], c.peer_esp)
+                                            .map_err(|e| e.to_string())?;
                                         ike.note_outbound(now, c.peer_esp.ip());
                                         answered += 1;
-                                        println!("ping: answered echo request {answered} through the tunnel");
+                                        println!(
+                                            "ping: answered echo request {answered} through the tunnel"
+                                        );
                                     }
                                 }
                                 Err(e) => eprintln!("esp: dropped packet from {from}: {e}"),
@@ -551,14 +623,20 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
             if (more || a.keep_pinging) && now >= next_ping {
                 sent += 1;
                 let pkt = echo_request(src, dst, u16::try_from(sent).unwrap_or(u16::MAX));
-                let n = c.outbound.seal_udp_payload(now, &pkt, &mut rng, &mut buf).map_err(|e| e.to_string())?;
-                s4500.send_to(&buf[..n], c.peer_esp).map_err(|e| e.to_string())?;
+                let n = c
+                    .outbound
+                    .seal_udp_payload(now, &pkt, &mut rng, &mut buf)
+                    .map_err(|e| e.to_string())?;
+                s4500
+                    .send_to(&buf[..n], c.peer_esp)
+                    .map_err(|e| e.to_string())?;
                 // Outbound traffic: on-demand DPD probes now if the peer has been silent.
                 ike.note_outbound(now, c.peer_esp.ip());
                 if let Some(ka) = keepalive.as_mut() {
                     ka.note_sent(now);
                 }
-                next_ping = now + Duration::from_millis(if more { 500 } else { a.ping_interval_ms });
+                next_ping =
+                    now + Duration::from_millis(if more { 500 } else { a.ping_interval_ms });
             }
         }
         let c = *ike.counters();
@@ -576,7 +654,11 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                 let d = now.saturating_since(t);
                 println!(
                     "dpd: backup peer {} up ({} -> {}), {replies}/{sent} pings through it, {}.{:03} s after {dead} was declared dead",
-                    c.peer_esp.ip(), dead, c.peer_esp.ip(), d.as_secs(), d.as_millis() % 1000
+                    c.peer_esp.ip(),
+                    dead,
+                    c.peer_esp.ip(),
+                    d.as_secs(),
+                    d.as_millis() % 1000
                 );
             }
         }
@@ -593,7 +675,8 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
             }
             if a.delete {
                 let spi = child.as_ref().map_or(0, |c| c.inbound.spi());
-                ike.delete_child(now, &mut rng, spi).map_err(|e| format!("delete: {e}"))?;
+                ike.delete_child(now, &mut rng, spi)
+                    .map_err(|e| format!("delete: {e}"))?;
                 let conns: Vec<u32> = ike.isakmp_status().map(|s| s.conn_id).collect();
                 for c in conns {
                     let _ = ike.delete_ike_sa(now, &mut rng, c);
