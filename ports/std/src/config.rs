@@ -389,7 +389,7 @@ pub struct Interface {
     pub source: Option<IpAddr>,
 }
 
-/// `crypto isakmp keepalive` (DPD). Parsed and validated; not active yet.
+/// `crypto isakmp keepalive` (DPD, RFC 3706): handed to the IKE control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     /// Seconds between R-U-THERE messages.
@@ -456,7 +456,7 @@ pub struct Config {
     pub ike: IkeConfig,
     /// Per crypto map entry, in sequence order.
     pub maps: Vec<MapInfo>,
-    /// `crypto isakmp keepalive` (not active yet).
+    /// `crypto isakmp keepalive` (DPD).
     pub keepalive: Option<Keepalive>,
     /// `crypto isakmp nat keepalive` seconds (0 = off).
     pub nat_keepalive: u64,
@@ -1149,6 +1149,19 @@ impl Validator<'_> {
                 return self.err(en.span(), "redundancy is not implemented yet (issue 9: VRRP/HSRP-style virtual IP and SADB sync); expected enabled = false");
             }
         }
+
+        // crypto isakmp keepalive <interval> <retry> [periodic] -> DPD in the control plane.
+        let mut ike = ike;
+        ike.keepalive = keepalive.map(|k| {
+            let lib = ipsec_ike::v1::Keepalive::new(
+                ipsec_core::Duration::from_secs(u64::from(k.interval)),
+                ipsec_core::Duration::from_secs(u64::from(k.retry)),
+            );
+            match k.mode {
+                KeepaliveMode::Periodic => lib.periodic(),
+                KeepaliveMode::OnDemand => lib,
+            }
+        });
 
         Ok(Config {
             hostname: raw.hostname.unwrap_or_else(|| "ipsec-rs".into()),

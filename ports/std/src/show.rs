@@ -70,24 +70,53 @@ pub struct SaPair<'a, P: CryptoProvider, const W: usize> {
 
 /// Renders `show crypto ipsec sa` for the given pairs.
 #[must_use]
-pub fn crypto_ipsec_sa<P: CryptoProvider, const W: usize>(now: Instant, pairs: &[SaPair<'_, P, W>]) -> String {
+pub fn crypto_ipsec_sa<P: CryptoProvider, const W: usize>(
+    now: Instant,
+    pairs: &[SaPair<'_, P, W>],
+) -> String {
     let mut s = String::new();
     for p in pairs {
         let any = p.outbound.or(p.inbound);
         let sel = any.and_then(|sa| sa.config().selector.as_ref());
         let _ = writeln!(s, "interface: {}", p.interface);
-        let _ = writeln!(s, "    Crypto map tag: {}, local addr {}", p.map_tag, p.local);
+        let _ = writeln!(
+            s,
+            "    Crypto map tag: {}, local addr {}",
+            p.map_tag, p.local
+        );
         let _ = writeln!(s);
-        let _ = writeln!(s, "   local  ident (addr/mask/prot/port): {}", ident(sel.map(|x| &x.local)));
-        let _ = writeln!(s, "   remote ident (addr/mask/prot/port): {}", ident(sel.map(|x| &x.remote)));
-        let port = any.and_then(|sa| sa.config().udp_encap).map_or(500, |u| u.remote_port);
+        let _ = writeln!(
+            s,
+            "   local  ident (addr/mask/prot/port): {}",
+            ident(sel.map(|x| &x.local))
+        );
+        let _ = writeln!(
+            s,
+            "   remote ident (addr/mask/prot/port): {}",
+            ident(sel.map(|x| &x.remote))
+        );
+        let port = any
+            .and_then(|sa| sa.config().udp_encap)
+            .map_or(500, |u| u.remote_port);
         let _ = writeln!(s, "   current_peer {} port {port}", p.peer);
         let _ = writeln!(s, "     PERMIT, flags={{origin_is_acl,}}");
         let o = p.outbound.map(|sa| *sa.counters()).unwrap_or_default();
         let i = p.inbound.map(|sa| *sa.counters()).unwrap_or_default();
-        let _ = writeln!(s, "    #pkts encaps: {}, #pkts encrypt: {}, #pkts digest: {}", o.encaps, o.encrypt, o.digest);
-        let _ = writeln!(s, "    #pkts decaps: {}, #pkts decrypt: {}, #pkts verify: {}", i.decaps, i.decrypt, i.verify);
-        let _ = writeln!(s, "    #send errors {}, #recv errors {}", o.send_errors, i.recv_errors);
+        let _ = writeln!(
+            s,
+            "    #pkts encaps: {}, #pkts encrypt: {}, #pkts digest: {}",
+            o.encaps, o.encrypt, o.digest
+        );
+        let _ = writeln!(
+            s,
+            "    #pkts decaps: {}, #pkts decrypt: {}, #pkts verify: {}",
+            i.decaps, i.decrypt, i.verify
+        );
+        let _ = writeln!(
+            s,
+            "    #send errors {}, #recv errors {}",
+            o.send_errors, i.recv_errors
+        );
         let _ = writeln!(
             s,
             "    #pkts replay failed (rcv): {}, #pkts replay too old (rcv): {}, #pkts verify failed: {}",
@@ -99,7 +128,11 @@ pub fn crypto_ipsec_sa<P: CryptoProvider, const W: usize>(now: Instant, pairs: &
             i.invalid_len, i.bad_padding, i.bad_next_header, i.policy_mismatch
         );
         let _ = writeln!(s);
-        let _ = writeln!(s, "     local crypto endpt.: {}, remote crypto endpt.: {}", p.local, p.peer);
+        let _ = writeln!(
+            s,
+            "     local crypto endpt.: {}, remote crypto endpt.: {}",
+            p.local, p.peer
+        );
         let out_spi = p.outbound.map_or(0, EspSa::spi);
         let _ = writeln!(s, "     current outbound spi: {out_spi:#X}({out_spi})");
         for (label, sa) in [("inbound", p.inbound), ("outbound", p.outbound)] {
@@ -120,7 +153,10 @@ pub fn crypto_ipsec_sa<P: CryptoProvider, const W: usize>(now: Instant, pairs: &
                 let (kb, secs) = sa.lifetime().remaining_kb_secs(now);
                 let kb = kb.map_or_else(|| "-".to_string(), |v| v.to_string());
                 let secs = secs.map_or_else(|| "-".to_string(), |v| v.to_string());
-                let _ = writeln!(s, "        sa timing: remaining key lifetime (k/sec): ({kb}/{secs})");
+                let _ = writeln!(
+                    s,
+                    "        sa timing: remaining key lifetime (k/sec): ({kb}/{secs})"
+                );
                 let replay = if c.replay_window > 0 { "Y" } else { "N" };
                 let _ = writeln!(s, "        replay detection support: {replay}");
                 let _ = writeln!(s, "        Status: ACTIVE");
@@ -140,9 +176,27 @@ mod tests {
     #[test]
     fn ios_transform_names() {
         let t = |enc, auth| transform_name(&Transform { enc, auth });
-        assert_eq!(t(Encryption::Cbc(CipherAlg::TripleDesCbc), Some(MacAlg::HmacSha1_96)), "esp-3des esp-sha-hmac");
-        assert_eq!(t(Encryption::Cbc(CipherAlg::Aes256Cbc), Some(MacAlg::HmacSha256_128)), "esp-aes 256 esp-sha256-hmac");
-        assert_eq!(t(Encryption::Gcm(AeadAlg::Aes256Gcm16), None), "esp-gcm 256");
-        assert_eq!(t(Encryption::Null, Some(MacAlg::HmacMd5_96)), "esp-null esp-md5-hmac");
+        assert_eq!(
+            t(
+                Encryption::Cbc(CipherAlg::TripleDesCbc),
+                Some(MacAlg::HmacSha1_96)
+            ),
+            "esp-3des esp-sha-hmac"
+        );
+        assert_eq!(
+            t(
+                Encryption::Cbc(CipherAlg::Aes256Cbc),
+                Some(MacAlg::HmacSha256_128)
+            ),
+            "esp-aes 256 esp-sha256-hmac"
+        );
+        assert_eq!(
+            t(Encryption::Gcm(AeadAlg::Aes256Gcm16), None),
+            "esp-gcm 256"
+        );
+        assert_eq!(
+            t(Encryption::Null, Some(MacAlg::HmacMd5_96)),
+            "esp-null esp-md5-hmac"
+        );
     }
 }

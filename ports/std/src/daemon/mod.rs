@@ -255,8 +255,8 @@ impl Daemon {
                 }
             }
         }
-        if cfg.keepalive.is_some() {
-            warn!(target: "isakmp", "isakmp keepalive (DPD) is configured but not active yet: stored for later");
+        if let Some(k) = cfg.keepalive {
+            info!(target: "isakmp", "ISAKMP: DPD {:?}, interval {} s, retry {} s", k.mode, k.interval, k.retry);
         }
         for t in &cfg.tunnels {
             warn!(target: "daemon", "interface {}: GRE data path not wired yet; the tunnel is parsed and shown, not brought up", t.name);
@@ -591,6 +591,13 @@ impl Daemon {
             } => {
                 info!(target: "isakmp", "ISAKMP: crypto map entry {crypto_map}: peer {from} failed, trying {to}");
             }
+            IkeEvent::PeerDead {
+                peer,
+                last_proof_of_life,
+            } => {
+                let silent = now.saturating_since(last_proof_of_life).as_millis();
+                warn!(target: "isakmp", "ISAKMP: DPD: peer {peer} is dead (nothing heard for {silent} ms): clearing its SAs");
+            }
             other => debug!(target: "isakmp", "ISAKMP: {other:?}"),
         }
     }
@@ -815,6 +822,10 @@ impl Daemon {
                     if let Some(k) = self.keepalives.get_mut(&peer) {
                         k.note_sent(now);
                     }
+                    // On-demand DPD: traffic is waiting for this peer.
+                    if self.ike.note_outbound(now, peer) {
+                        self.ike.handle_timeout(now, &mut self.rng);
+                    }
                 }
             }
             Ok(Sent::Bypass) => {
@@ -1002,6 +1013,8 @@ impl Daemon {
                 }
                 if let Some(peer) = self.dp.inbound_sa(sa).and_then(|s| s.config().remote) {
                     trace!(target: "ipsec", "IPSEC: decapsulated packet from {peer}");
+                    // Inbound ESP is proof of life for DPD.
+                    self.ike.note_inbound(now, peer);
                 }
             }
             Ok(Received::NatKeepalive | Received::FragmentHeld) => {}

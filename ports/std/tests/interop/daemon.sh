@@ -73,6 +73,7 @@ mtu = 1400
 source = "198.51.100.1"
 [isakmp]
 nat_keepalive = $natk
+${DPD:+keepalive = { interval = ${DPD%,*}, retry = ${DPD#*,} \}}
 [[isakmp.policy]]
 priority = 10
 encryption = "$enc"
@@ -287,6 +288,39 @@ idle() {
 	stop_ours || return 1
 }
 
+# (c) DPD: strongSwan killed -> our daemon declares it dead within the bound
+# (interval + retries x retry + traffic gaps) and its RRI route disappears.
+dpd() {
+	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	DPD=10,2 write_cfg 203.0.113.1 aes128-sha1-modp2048 aes128-sha1
+	start_ours || return 1
+	local out t0 t i rri
+	out=$(ping_left 3)
+	expect "$out" " [23] received" || return 1
+	rri=$(ip -n "$L" route show 198.51.100.128/25 | grep "metric 10 " || true)
+	echo "   RRI route while up: ${rri:-none}"
+	[[ -n "$rri" ]] || return 1
+	"$SS" kill right >/dev/null 2>&1
+	t0=$(now)
+	# On-demand DPD needs traffic to send: keep pinging (bounded).
+	ip netns exec "$L" ping -c 60 -i 0.5 -W 1 -I 198.51.100.1 198.51.100.129 >/dev/null 2>&1 &
+	local pinger=$!
+	for i in $(seq 1 320); do
+		grep -q "DPD: peer 203.0.113.2 is dead" "$LOG" && break
+		sleep 0.1
+	done
+	t=$(since "$t0")
+	kill "$pinger" 2>/dev/null; wait "$pinger" 2>/dev/null
+	grep -m1 "is dead" "$LOG" | sed 's/^.*ISAKMP/   ISAKMP/'
+	echo "   declared dead ${t} s after strongSwan was killed (bound: 10 s idle + 5 x 2 s retries + 1 s)"
+	awk -v t="$t" 'BEGIN{exit !(t >= 18 && t <= 22)}' || { echo "   outside the bound"; return 1; }
+	sleep 0.3
+	rri=$(ip -n "$L" route show 198.51.100.128/25 | grep "metric 10 " || true)
+	echo "   RRI route after: ${rri:-gone}"
+	[[ -z "$rri" ]] || return 1
+	stop_ours || return 1
+}
+
 # (f) 1 MB over TCP through the tunnel arrives intact (SHA-256 compared).
 tcp() {
 	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
@@ -366,7 +400,7 @@ raw_esp() {
 	no_leftovers
 }
 
-ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat idle tcp sigterm raw_esp"
+ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp"
 T0=$(now)
 for s in ${@:-$ALL}; do
 	echo "== $s"
