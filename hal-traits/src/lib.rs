@@ -37,10 +37,10 @@
 )]
 
 mod alg;
-mod error;
-mod secret;
 pub mod engine;
+mod error;
 pub mod route;
+mod secret;
 
 pub use alg::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg};
 pub use error::CryptoError;

@@ -5,7 +5,9 @@ use std::process::Command;
 
 #[test]
 fn esp_tunnel_demo_output() {
-    let out = Command::new(env!("CARGO_BIN_EXE_esp-tunnel")).output().expect("runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_esp-tunnel"))
+        .output()
+        .expect("runs");
     assert!(out.status.success());
     let s = String::from_utf8(out.stdout).expect("utf-8");
     for line in [

@@ -8,12 +8,17 @@
 //!     --local-net 198.51.100.0/25 --remote-net 198.51.100.128/25 \
 //!     --inner 198.51.100.1 --ping 198.51.100.129 [--count 3] [--timeout 30] [--linger 0]
 //! ```
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use embassy_executor::{Executor, Spawner};
 use embassy_net::icmp::PacketMetadata;
@@ -26,7 +31,9 @@ use embassy_time::{Duration, Timer};
 use hal_traits::{CipherAlg, DhGroup, HashAlg, MacAlg};
 use ipsec_core::esp::{Encryption, Mode, Transform};
 use ipsec_core::spd::{AddrRange, Selector};
-use ipsec_embassy_net::{Engine, EngineConfig, Event, IpsecRunner, Resources, TunnelDevice, TunnelState, now, tunnel};
+use ipsec_embassy_net::{
+    Engine, EngineConfig, Event, IpsecRunner, Resources, TunnelDevice, TunnelState, now, tunnel,
+};
 use ipsec_ike::v1::{CryptoMapEntry, IkeConfig, IsakmpPolicy, PresharedKey, TransformSet};
 use ipsec_soft_crypto::{OsRng, SoftCrypto};
 
@@ -52,7 +59,10 @@ fn must(k: &str) -> &'static str {
 
 fn prefix(s: &str) -> (Ipv4Addr, u8) {
     let (a, l) = s.split_once('/').expect("ADDR/LEN");
-    (a.parse().expect("address"), l.parse().expect("prefix length"))
+    (
+        a.parse().expect("address"),
+        l.parse().expect("prefix length"),
+    )
 }
 
 fn range(s: &str) -> AddrRange {
@@ -61,7 +71,11 @@ fn range(s: &str) -> AddrRange {
 }
 
 fn stack_config(addr: Ipv4Addr, len: u8) -> Config {
-    Config::ipv4_static(StaticConfigV4 { address: Ipv4Cidr::new(addr, len), gateway: None, dns_servers: Default::default() })
+    Config::ipv4_static(StaticConfigV4 {
+        address: Ipv4Cidr::new(addr, len),
+        gateway: None,
+        dns_servers: Default::default(),
+    })
 }
 
 #[embassy_executor::task]
@@ -87,10 +101,20 @@ async fn events() {
                 "ike: phase 1 established with {peer} nat local={} remote={}",
                 nat.local_behind_nat, nat.remote_behind_nat
             ),
-            Event::TunnelUp { crypto_map, peer, inbound_spi, outbound_spi, udp_encap } => {
+            Event::TunnelUp {
+                crypto_map,
+                peer,
+                inbound_spi,
+                outbound_spi,
+                udp_encap,
+            } => {
                 println!(
                     "ike: tunnel up map {crypto_map} peer {peer} in spi {inbound_spi:#010x} out spi {outbound_spi:#010x} encap {}",
-                    if udp_encap { "udp 4500" } else { "none (raw ESP)" }
+                    if udp_encap {
+                        "udp 4500"
+                    } else {
+                        "none (raw ESP)"
+                    }
                 );
                 UP.store(true, Ordering::SeqCst);
             }
@@ -117,14 +141,20 @@ async fn pinger(stack: Stack<'static>) {
             leak([0u8; 1024]),
         );
         let mut params = PingParams::new(dst);
-        params.set_payload(b"ipsec-embassy-net echo through ESP").set_count(1).set_timeout(Duration::from_secs(1));
+        params
+            .set_payload(b"ipsec-embassy-net echo through ESP")
+            .set_count(1)
+            .set_timeout(Duration::from_secs(1));
         let (mut sent, mut replies) = (0, 0);
         while replies < count && sent < count * 4 {
             sent += 1;
             match pm.ping(&params).await {
                 Ok(rtt) => {
                     replies += 1;
-                    println!("ping: reply {replies} from {dst} in {} ms (decrypted from ESP)", rtt.as_millis());
+                    println!(
+                        "ping: reply {replies} from {dst} in {} ms (decrypted from ESP)",
+                        rtt.as_millis()
+                    );
                 }
                 Err(e) => println!("ping: request {sent}: {e:?}"),
             }
@@ -151,29 +181,55 @@ fn init(spawner: Spawner) {
     let inner_addr: Ipv4Addr = must("inner").parse().unwrap();
 
     let mut cfg = IkeConfig::new(IpAddr::V4(local));
-    cfg.add_policy(IsakmpPolicy::new(10, CipherAlg::Aes128Cbc, HashAlg::Sha1, DhGroup::Modp2048)).unwrap();
-    cfg.add_key(PresharedKey::address(IpAddr::V4(peer), must("psk").as_bytes()).unwrap()).unwrap();
-    let mut entry = CryptoMapEntry::new(MAP, Selector::new(range(must("local-net")), range(must("remote-net"))).unwrap());
+    cfg.add_policy(IsakmpPolicy::new(
+        10,
+        CipherAlg::Aes128Cbc,
+        HashAlg::Sha1,
+        DhGroup::Modp2048,
+    ))
+    .unwrap();
+    cfg.add_key(PresharedKey::address(IpAddr::V4(peer), must("psk").as_bytes()).unwrap())
+        .unwrap();
+    let mut entry = CryptoMapEntry::new(
+        MAP,
+        Selector::new(range(must("local-net")), range(must("remote-net"))).unwrap(),
+    );
     entry.add_peer(IpAddr::V4(peer)).unwrap();
-    let t = Transform { enc: Encryption::Cbc(CipherAlg::Aes128Cbc), auth: Some(MacAlg::HmacSha1_96) };
-    entry.add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap()).unwrap();
+    let t = Transform {
+        enc: Encryption::Cbc(CipherAlg::Aes128Cbc),
+        auth: Some(MacAlg::HmacSha1_96),
+    };
+    entry
+        .add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap())
+        .unwrap();
     cfg.add_crypto_map(entry).unwrap();
 
     let tap = must("tap");
     let mut dev = TunTapDevice::new(tap).unwrap_or_else(|e| panic!("open TAP {tap}: {e}"));
     dev.set_hardware_address([0x02, 0x45, 0x4d, 0x42, 0x00, 0x01]);
     let seed = u64::from(std::process::id());
-    let (outer, outer_runner) = embassy_net::new(dev, stack_config(local, local_len), leak(StackResources::<4>::new()), seed);
+    let (outer, outer_runner) = embassy_net::new(
+        dev,
+        stack_config(local, local_len),
+        leak(StackResources::<4>::new()),
+        seed,
+    );
     spawner.spawn(outer_net(outer_runner).unwrap());
     let (tun, tun_dev) = tunnel(leak(TunnelState::<TUN_MTU, 4, 4>::new()));
     // /24: the peer's protected /25 is on-link for this medium-IP interface.
-    let (inner, inner_runner) = embassy_net::new(tun_dev, stack_config(inner_addr, 24), leak(StackResources::<4>::new()), seed + 1);
+    let (inner, inner_runner) = embassy_net::new(
+        tun_dev,
+        stack_config(inner_addr, 24),
+        leak(StackResources::<4>::new()),
+        seed + 1,
+    );
     spawner.spawn(inner_net(inner_runner).unwrap());
 
     let engine = Engine::new(cfg, EngineConfig::default(), OsRng).unwrap();
-    let mut runner: Runner = IpsecRunner::new(engine, outer, leak(Resources::<8, 8192, 1600>::new()), tun)
-        .unwrap()
-        .with_events(EVENTS.dyn_sender());
+    let mut runner: Runner =
+        IpsecRunner::new(engine, outer, leak(Resources::<8, 8192, 1600>::new()), tun)
+            .unwrap()
+            .with_events(EVENTS.dyn_sender());
     runner.engine_mut().initiate(now(), MAP).unwrap();
     println!("embassy: {local}/{local_len} on {tap}, inner {inner_addr}, peer {peer}");
     println!("ike: initiating crypto map entry {MAP} to {peer}");

@@ -105,7 +105,9 @@ impl<const META: usize, const SOCK: usize, const BUF: usize> Resources<META, SOC
     }
 }
 
-impl<const META: usize, const SOCK: usize, const BUF: usize> Default for Resources<META, SOCK, BUF> {
+impl<const META: usize, const SOCK: usize, const BUF: usize> Default
+    for Resources<META, SOCK, BUF>
+{
     fn default() -> Self {
         Self::new()
     }
@@ -154,8 +156,15 @@ pub struct IpsecRunner<
     counters: Counters,
 }
 
-impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, const POLICIES: usize, const MTU: usize, const BUF: usize>
-    core::fmt::Debug for IpsecRunner<'_, P, R, SAS, CHILDREN, POLICIES, MTU, BUF>
+impl<
+    P: CryptoProvider,
+    R: SecureRng,
+    const SAS: usize,
+    const CHILDREN: usize,
+    const POLICIES: usize,
+    const MTU: usize,
+    const BUF: usize,
+> core::fmt::Debug for IpsecRunner<'_, P, R, SAS, CHILDREN, POLICIES, MTU, BUF>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IpsecRunner")
@@ -165,8 +174,16 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
     }
 }
 
-impl<'d, P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, const POLICIES: usize, const MTU: usize, const BUF: usize>
-    IpsecRunner<'d, P, R, SAS, CHILDREN, POLICIES, MTU, BUF>
+impl<
+    'd,
+    P: CryptoProvider,
+    R: SecureRng,
+    const SAS: usize,
+    const CHILDREN: usize,
+    const POLICIES: usize,
+    const MTU: usize,
+    const BUF: usize,
+> IpsecRunner<'d, P, R, SAS, CHILDREN, POLICIES, MTU, BUF>
 {
     /// Opens UDP 500 and 4500 on `stack` (bound to the engine's address and ports) with
     /// buffers from `resources`.
@@ -265,7 +282,11 @@ impl<'d, P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usiz
             engine.handle_timeout(t);
         }
         while let Some(Datagram { src_port, dst, len }) = engine.poll_transmit(t, &mut tx[..]) {
-            let sock = if src_port == natt_port { &*natt_socket } else { &*ike_socket };
+            let sock = if src_port == natt_port {
+                &*natt_socket
+            } else {
+                &*ike_socket
+            };
             send(sock, tx.get(..len).unwrap_or(&[]), dst, counters, true).await;
         }
         while let Some(e) = engine.poll_event() {
@@ -273,7 +294,9 @@ impl<'d, P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usiz
                 let _ = s.try_send(e);
             }
         }
-        let deadline = engine.poll_timeout().map_or(embassy_time::Instant::MAX, to_embassy);
+        let deadline = engine
+            .poll_timeout()
+            .map_or(embassy_time::Instant::MAX, to_embassy);
         let (_, mut inner_rx, mut inner_tx) = tunnel.0.borrow_split();
         let woke = select4(
             ike_socket.recv_from(rx_ike.get_mut(HEADROOM..).unwrap_or(&mut [])),
@@ -285,16 +308,32 @@ impl<'d, P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usiz
         let t = now();
         match woke {
             Either4::First(r) => {
-                receive(engine, r, &mut rx_ike[..], ike_port, &mut inner_rx, counters);
+                receive(
+                    engine,
+                    r,
+                    &mut rx_ike[..],
+                    ike_port,
+                    &mut inner_rx,
+                    counters,
+                );
             }
             Either4::Second(r) => {
-                receive(engine, r, &mut rx_natt[..], natt_port, &mut inner_rx, counters);
+                receive(
+                    engine,
+                    r,
+                    &mut rx_natt[..],
+                    natt_port,
+                    &mut inner_rx,
+                    counters,
+                );
             }
             Either4::Third(pkt) => {
                 let r = engine.send(t, pkt, &mut tx[..]);
                 inner_tx.tx_done();
                 match r {
-                    Ok(Sent::Udp { dst, offset, len, .. }) => {
+                    Ok(Sent::Udp {
+                        dst, offset, len, ..
+                    }) => {
                         let data = tx.get(offset..offset.saturating_add(len)).unwrap_or(&[]);
                         send(natt_socket, data, dst, counters, false).await;
                     }
@@ -309,7 +348,14 @@ impl<'d, P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usiz
 }
 
 /// One received datagram into the engine; a decrypted packet to the inner stack.
-fn receive<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, const POLICIES: usize, const MTU: usize>(
+fn receive<
+    P: CryptoProvider,
+    R: SecureRng,
+    const SAS: usize,
+    const CHILDREN: usize,
+    const POLICIES: usize,
+    const MTU: usize,
+>(
     engine: &mut Engine<P, R, SAS, CHILDREN, POLICIES>,
     r: Result<(usize, UdpMetadata), embassy_net::udp::RecvError>,
     buf: &mut [u8],
@@ -343,7 +389,13 @@ fn receive<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: us
     }
 }
 
-async fn send(sock: &UdpSocket<'_>, data: &[u8], dst: SocketAddr, counters: &mut Counters, ike: bool) {
+async fn send(
+    sock: &UdpSocket<'_>,
+    data: &[u8],
+    dst: SocketAddr,
+    counters: &mut Counters,
+    ike: bool,
+) {
     let SocketAddr::V4(v4) = dst else {
         counters.socket_errors += 1;
         return;

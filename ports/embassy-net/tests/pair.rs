@@ -7,7 +7,13 @@
 //! both ways. The wire is a one-to-one NAT (A appears as 203.0.113.100), so NAT-T
 //! floats IKE to 4500 and ESP goes in UDP, the form strongSwan needs. Real time,
 //! bounded by a 60 s watchdog.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -24,7 +30,9 @@ use embassy_time::{Duration, Timer, with_timeout};
 use hal_traits::{CipherAlg, DhGroup, HashAlg, MacAlg};
 use ipsec_core::esp::{Encryption, Mode, Transform};
 use ipsec_core::spd::{AddrRange, Selector};
-use ipsec_embassy_net::{Engine, EngineConfig, Event, IpsecRunner, Resources, TunnelDevice, TunnelState, tunnel};
+use ipsec_embassy_net::{
+    Engine, EngineConfig, Event, IpsecRunner, Resources, TunnelDevice, TunnelState, tunnel,
+};
 use ipsec_ike::v1::{CryptoMapEntry, IkeConfig, IsakmpPolicy, PresharedKey, TransformSet};
 use ipsec_soft_crypto::{OsRng, SoftCrypto};
 
@@ -49,13 +57,23 @@ fn net(a: [u8; 4], len: u8) -> AddrRange {
 
 fn ike_config(local: [u8; 4], peer: [u8; 4], lnet: AddrRange, rnet: AddrRange) -> IkeConfig {
     let mut cfg = IkeConfig::new(IpAddr::V4(local.into()));
-    cfg.add_policy(IsakmpPolicy::new(10, CipherAlg::Aes128Cbc, HashAlg::Sha1, DhGroup::Modp1024))
+    cfg.add_policy(IsakmpPolicy::new(
+        10,
+        CipherAlg::Aes128Cbc,
+        HashAlg::Sha1,
+        DhGroup::Modp1024,
+    ))
+    .unwrap();
+    cfg.add_key(PresharedKey::address(IpAddr::V4(peer.into()), b"embassy-psk").unwrap())
         .unwrap();
-    cfg.add_key(PresharedKey::address(IpAddr::V4(peer.into()), b"embassy-psk").unwrap()).unwrap();
     let mut e = CryptoMapEntry::new(10, Selector::new(lnet, rnet).unwrap());
     e.add_peer(IpAddr::V4(peer.into())).unwrap();
-    let t = Transform { enc: Encryption::Cbc(CipherAlg::Aes128Cbc), auth: Some(MacAlg::HmacSha1_96) };
-    e.add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap()).unwrap();
+    let t = Transform {
+        enc: Encryption::Cbc(CipherAlg::Aes128Cbc),
+        auth: Some(MacAlg::HmacSha1_96),
+    };
+    e.add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap())
+        .unwrap();
     cfg.add_crypto_map(e).unwrap();
     cfg
 }
@@ -128,7 +146,10 @@ fn nat(p: &mut [u8], src: bool, from: [u8; 4], to: [u8; 4]) {
 /// UDP to 4500 that is neither IKE (non-ESP marker) nor a keepalive.
 fn is_esp_in_udp(p: &[u8]) -> bool {
     let hl = usize::from(p[0] & 0x0f) * 4;
-    p[9] == 17 && p[hl + 2..hl + 4] == [0x11, 0x94] && p.len() > hl + 12 && p[hl + 8..hl + 12] != [0, 0, 0, 0]
+    p[9] == 17
+        && p[hl + 2..hl + 4] == [0x11, 0x94]
+        && p.len() > hl + 12
+        && p[hl + 8..hl + 12] != [0, 0, 0, 0]
 }
 
 /// The wire: frames from one channel driver's TX into the other's RX, through the NAT.
@@ -191,7 +212,9 @@ async fn client(stack: Stack<'static>) {
     for i in 0..100u32 {
         let msg = format!("echo {i} through ESP");
         s.send_to(msg.as_bytes(), dst).await.unwrap();
-        if let Ok(Ok((n, from))) = with_timeout(Duration::from_millis(300), s.recv_from(&mut buf)).await {
+        if let Ok(Ok((n, from))) =
+            with_timeout(Duration::from_millis(300), s.recv_from(&mut buf)).await
+        {
             assert_eq!(&buf[..n], msg.as_bytes());
             assert_eq!(from.endpoint, dst);
             if ECHOES.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
@@ -205,7 +228,12 @@ async fn client(stack: Stack<'static>) {
 #[embassy_executor::task]
 async fn events() {
     loop {
-        if let Event::TunnelUp { crypto_map: 10, udp_encap, .. } = EVENTS.receive().await {
+        if let Event::TunnelUp {
+            crypto_map: 10,
+            udp_encap,
+            ..
+        } = EVENTS.receive().await
+        {
             TUNNELS_UP.fetch_add(1, Ordering::SeqCst);
             if udp_encap {
                 ENCAPSULATED.fetch_add(1, Ordering::SeqCst);
@@ -224,19 +252,41 @@ struct Node {
     outer_runner: ch::Runner<'static, WIRE_MTU>,
 }
 
-fn node(spawner: Spawner, outer: [u8; 4], inner: [u8; 4], cfg: IkeConfig, seed: u64) -> (Node, Stack<'static>) {
-    let (outer_runner, outer_dev) = ch::new(leak(ch::State::<WIRE_MTU, 4, 4>::new()), HardwareAddress::Ip);
-    let (outer_stack, outer_net_runner) =
-        embassy_net::new(outer_dev, stack_config(outer), leak(StackResources::<4>::new()), seed);
+fn node(
+    spawner: Spawner,
+    outer: [u8; 4],
+    inner: [u8; 4],
+    cfg: IkeConfig,
+    seed: u64,
+) -> (Node, Stack<'static>) {
+    let (outer_runner, outer_dev) = ch::new(
+        leak(ch::State::<WIRE_MTU, 4, 4>::new()),
+        HardwareAddress::Ip,
+    );
+    let (outer_stack, outer_net_runner) = embassy_net::new(
+        outer_dev,
+        stack_config(outer),
+        leak(StackResources::<4>::new()),
+        seed,
+    );
     spawner.spawn(outer_net(outer_net_runner).unwrap());
     let (tun, tun_dev) = tunnel(leak(TunnelState::<TUN_MTU, 4, 4>::new()));
-    let (inner_stack, inner_net_runner) =
-        embassy_net::new(tun_dev, stack_config(inner), leak(StackResources::<4>::new()), seed + 1);
+    let (inner_stack, inner_net_runner) = embassy_net::new(
+        tun_dev,
+        stack_config(inner),
+        leak(StackResources::<4>::new()),
+        seed + 1,
+    );
     spawner.spawn(inner_net(inner_net_runner).unwrap());
     let engine = Engine::new(cfg, EngineConfig::default(), OsRng).unwrap();
-    let runner: Runner = IpsecRunner::new(engine, outer_stack, leak(Resources::<8, 8192, 1600>::new()), tun)
-        .unwrap()
-        .with_events(EVENTS.dyn_sender());
+    let runner: Runner = IpsecRunner::new(
+        engine,
+        outer_stack,
+        leak(Resources::<8, 8192, 1600>::new()),
+        tun,
+    )
+    .unwrap()
+    .with_events(EVENTS.dyn_sender());
     spawner.spawn(ipsec(runner).unwrap());
     (Node { outer_runner }, inner_stack)
 }
@@ -249,9 +299,21 @@ fn echo_through_the_tunnel_between_two_embassy_stacks() {
             let lnet = net([198, 51, 100, 0], 25);
             let rnet = net([198, 51, 100, 128], 25);
             let b_addr = [203, 0, 113, 2];
-            let (a, a_inner) = node(spawner, A_ADDR, [198, 51, 100, 1], ike_config(A_ADDR, b_addr, lnet, rnet), 1);
+            let (a, a_inner) = node(
+                spawner,
+                A_ADDR,
+                [198, 51, 100, 1],
+                ike_config(A_ADDR, b_addr, lnet, rnet),
+                1,
+            );
             // B knows A by the address the NAT gives it.
-            let (b, b_inner) = node(spawner, b_addr, [198, 51, 100, 129], ike_config(b_addr, NAT_ADDR, rnet, lnet), 3);
+            let (b, b_inner) = node(
+                spawner,
+                b_addr,
+                [198, 51, 100, 129],
+                ike_config(b_addr, NAT_ADDR, rnet, lnet),
+                3,
+            );
             spawner.spawn(wire(a.outer_runner, b.outer_runner).unwrap());
             spawner.spawn(echo_server(b_inner).unwrap());
             spawner.spawn(client(a_inner).unwrap());
@@ -260,8 +322,23 @@ fn echo_through_the_tunnel_between_two_embassy_stacks() {
         },
         || DONE.load(Ordering::SeqCst),
     );
-    assert_eq!(ECHOES.load(Ordering::SeqCst), 3, "three echoes through the tunnel");
-    assert_eq!(TUNNELS_UP.load(Ordering::SeqCst), 2, "TunnelUp on both runners");
-    assert_eq!(ENCAPSULATED.load(Ordering::SeqCst), 2, "NAT detected: ESP in UDP on both");
-    assert!(ESP_IN_UDP.load(Ordering::SeqCst) >= 3, "ESP-in-UDP on the wire");
+    assert_eq!(
+        ECHOES.load(Ordering::SeqCst),
+        3,
+        "three echoes through the tunnel"
+    );
+    assert_eq!(
+        TUNNELS_UP.load(Ordering::SeqCst),
+        2,
+        "TunnelUp on both runners"
+    );
+    assert_eq!(
+        ENCAPSULATED.load(Ordering::SeqCst),
+        2,
+        "NAT detected: ESP in UDP on both"
+    );
+    assert!(
+        ESP_IN_UDP.load(Ordering::SeqCst) >= 3,
+        "ESP-in-UDP on the wire"
+    );
 }

@@ -13,7 +13,12 @@
 //! It prints one line per event (`ike:`), per echo reply (`ping:`), and the counters at
 //! the end; exit status 0 when `--count` replies came back (or, with `--respond`, when
 //! the tunnel came up), 1 otherwise. Needs root (TUN/TAP) and an existing TAP device.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -33,7 +38,9 @@ use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Medium, TunTapInterface, wait as phy_wait};
 use smoltcp::socket::{icmp, udp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr};
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr,
+};
 
 const MAP: u32 = 10;
 const IDENT: u16 = 0x4950;
@@ -54,7 +61,10 @@ fn args() -> HashMap<String, String> {
 
 fn prefix(s: &str) -> (Ipv4Addr, u8) {
     let (a, l) = s.split_once('/').expect("ADDR/LEN");
-    (a.parse().expect("address"), l.parse().expect("prefix length"))
+    (
+        a.parse().expect("address"),
+        l.parse().expect("prefix length"),
+    )
 }
 
 fn range(s: &str) -> AddrRange {
@@ -82,37 +92,64 @@ fn main() -> ExitCode {
 
     // --- IKE configuration: one crypto map entry, like `ipsec ike connect`. ---
     let mut cfg = IkeConfig::new(IpAddr::V4(local));
-    cfg.add_policy(IsakmpPolicy::new(10, CipherAlg::Aes128Cbc, HashAlg::Sha1, group)).unwrap();
-    cfg.add_key(PresharedKey::address(IpAddr::V4(peer), get("psk").as_bytes()).unwrap()).unwrap();
-    let mut entry = CryptoMapEntry::new(MAP, Selector::new(range(&get("local-net")), range(&get("remote-net"))).unwrap());
+    cfg.add_policy(IsakmpPolicy::new(
+        10,
+        CipherAlg::Aes128Cbc,
+        HashAlg::Sha1,
+        group,
+    ))
+    .unwrap();
+    cfg.add_key(PresharedKey::address(IpAddr::V4(peer), get("psk").as_bytes()).unwrap())
+        .unwrap();
+    let mut entry = CryptoMapEntry::new(
+        MAP,
+        Selector::new(range(&get("local-net")), range(&get("remote-net"))).unwrap(),
+    );
     entry.add_peer(IpAddr::V4(peer)).unwrap();
-    let t = Transform { enc: Encryption::Cbc(CipherAlg::Aes128Cbc), auth: Some(MacAlg::HmacSha1_96) };
-    entry.add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap()).unwrap();
+    let t = Transform {
+        enc: Encryption::Cbc(CipherAlg::Aes128Cbc),
+        auth: Some(MacAlg::HmacSha1_96),
+    };
+    entry
+        .add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap())
+        .unwrap();
     cfg.add_crypto_map(entry).unwrap();
-    let engine: Engine<SoftCrypto, OsRng> = Engine::new(cfg, EngineConfig::default(), OsRng).unwrap();
+    let engine: Engine<SoftCrypto, OsRng> =
+        Engine::new(cfg, EngineConfig::default(), OsRng).unwrap();
 
     // --- The outer side: smoltcp on the TAP device. ---
     let start = StdInstant::now();
-    let clock = || Instant::from_millis(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX));
+    let clock =
+        || Instant::from_millis(i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX));
     let tap = get("tap");
-    let mut device = TunTapInterface::new(&tap, Medium::Ethernet).unwrap_or_else(|e| panic!("open TAP {tap}: {e}"));
+    let mut device = TunTapInterface::new(&tap, Medium::Ethernet)
+        .unwrap_or_else(|e| panic!("open TAP {tap}: {e}"));
     let fd = device.as_raw_fd();
-    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress([0x02, 0x53, 0x4d, 0x4f, 0x4c, 0x01])));
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress([
+        0x02, 0x53, 0x4d, 0x4f, 0x4c, 0x01,
+    ])));
     config.random_seed = u64::from(std::process::id());
     let mut iface = Interface::new(config, &mut device, clock());
-    iface.update_ip_addrs(|ips| ips.push(IpCidr::new(IpAddress::Ipv4(local), local_len)).unwrap());
+    iface.update_ip_addrs(|ips| {
+        ips.push(IpCidr::new(IpAddress::Ipv4(local), local_len))
+            .unwrap()
+    });
     let mut sockets = SocketSet::new(vec![]);
     let udp_socket = || {
         let b = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 16 * 1600]);
         udp::Socket::new(b(), b())
     };
-    let mut stack: IpsecStack<SoftCrypto, OsRng> = IpsecStack::new(engine, &mut sockets, udp_socket(), udp_socket()).unwrap();
+    let mut stack: IpsecStack<SoftCrypto, OsRng> =
+        IpsecStack::new(engine, &mut sockets, udp_socket(), udp_socket()).unwrap();
 
     // --- The protected side: a second smoltcp interface on the tunnel. ---
     let mut tunnel: TunnelDevice<8, 1400> = TunnelDevice::new();
     let mut inner = Interface::new(Config::new(HardwareAddress::Ip), &mut tunnel, clock());
     // /24: the peer's protected /25 is on-link for this medium-IP interface.
-    inner.update_ip_addrs(|ips| ips.push(IpCidr::new(IpAddress::Ipv4(inner_addr), 24)).unwrap());
+    inner.update_ip_addrs(|ips| {
+        ips.push(IpCidr::new(IpAddress::Ipv4(inner_addr), 24))
+            .unwrap()
+    });
     let mut inner_sockets = SocketSet::new(vec![]);
     let icmp_buf = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], vec![0; 4096]);
     let mut icmp_socket = icmp::Socket::new(icmp_buf(), icmp_buf());
@@ -121,7 +158,10 @@ fn main() -> ExitCode {
 
     println!("smoltcp: {local}/{local_len} on {tap}, inner {inner_addr}, peer {peer}");
     if !respond {
-        stack.engine_mut().initiate(from_smoltcp(clock()), MAP).unwrap();
+        stack
+            .engine_mut()
+            .initiate(from_smoltcp(clock()), MAP)
+            .unwrap();
         println!("ike: initiating crypto map entry {MAP} to {peer}");
     }
 
@@ -132,7 +172,10 @@ fn main() -> ExitCode {
     let ok = loop {
         let now = clock();
         if now >= deadline {
-            println!("timeout after {} s (pings {replies}/{sent})", timeout.secs());
+            println!(
+                "timeout after {} s (pings {replies}/{sent})",
+                timeout.secs()
+            );
             break false;
         }
         // Until quiet: an echo request delivered to the inner interface is answered at
@@ -151,32 +194,58 @@ fn main() -> ExitCode {
                     "ike: phase 1 established with {peer} nat local={} remote={}",
                     nat.local_behind_nat, nat.remote_behind_nat
                 ),
-                Event::TunnelUp { crypto_map, peer, inbound_spi, outbound_spi, udp_encap } => {
+                Event::TunnelUp {
+                    crypto_map,
+                    peer,
+                    inbound_spi,
+                    outbound_spi,
+                    udp_encap,
+                } => {
                     up = true;
                     println!(
                         "ike: tunnel up map {crypto_map} peer {peer} in spi {inbound_spi:#010x} out spi {outbound_spi:#010x} encap {}",
-                        if udp_encap { "udp 4500" } else { "none (raw ESP)" }
+                        if udp_encap {
+                            "udp 4500"
+                        } else {
+                            "none (raw ESP)"
+                        }
                     );
                 }
-                Event::NegotiationFailed { peer, reason, .. } => println!("ike: negotiation with {peer} failed: {reason:?}"),
+                Event::NegotiationFailed { peer, reason, .. } => {
+                    println!("ike: negotiation with {peer} failed: {reason:?}")
+                }
                 other => println!("ike: {other:?}"),
             }
         }
         // smoltcp's own ICMP echo, through the tunnel.
         let s = inner_sockets.get_mut::<icmp::Socket>(icmp_h);
         while let Ok((p, from)) = s.recv() {
-            if let Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) = Icmpv4Repr::parse(&Icmpv4Packet::new_checked(p).unwrap(), &Default::default()) {
+            if let Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) =
+                Icmpv4Repr::parse(&Icmpv4Packet::new_checked(p).unwrap(), &Default::default())
+            {
                 replies += 1;
-                println!("ping: reply {replies} from {from} seq {seq_no} ({} bytes, decrypted from ESP)", data.len());
+                println!(
+                    "ping: reply {replies} from {from} seq {seq_no} ({} bytes, decrypted from ESP)",
+                    data.len()
+                );
             }
         }
         if let Some(dst) = ping {
             // Keep pinging until `count` replies: the first echo only triggers nothing
             // (we initiated already) but the peer installs its SA a moment after QM3.
-            if up && replies < count && now >= next_ping && s.can_send() && usize::from(sent) < count * 4 {
+            if up
+                && replies < count
+                && now >= next_ping
+                && s.can_send()
+                && usize::from(sent) < count * 4
+            {
                 sent += 1;
                 let data = b"ipsec-smoltcp echo through ESP..";
-                let repr = Icmpv4Repr::EchoRequest { ident: IDENT, seq_no: sent, data };
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident: IDENT,
+                    seq_no: sent,
+                    data,
+                };
                 let buf = s.send(repr.buffer_len(), IpAddress::Ipv4(dst)).unwrap();
                 repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &Default::default());
                 next_ping = now + Duration::from_millis(500);
@@ -194,15 +263,23 @@ fn main() -> ExitCode {
         }
         // Sleep until smoltcp or the engine needs us, a packet arrives, or the next ping.
         let now = clock();
-        let mut wake = [stack.poll_at(now, &mut iface, &sockets), inner.poll_at(now, &inner_sockets), Some(now + Duration::from_millis(100))]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap();
+        let mut wake = [
+            stack.poll_at(now, &mut iface, &sockets),
+            inner.poll_at(now, &inner_sockets),
+            Some(now + Duration::from_millis(100)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap();
         if ping.is_some() && up && replies < count {
             wake = wake.min(next_ping);
         }
-        let delay = if wake > now { Some(wake - now) } else { Some(Duration::ZERO) };
+        let delay = if wake > now {
+            Some(wake - now)
+        } else {
+            Some(Duration::ZERO)
+        };
         phy_wait(fd, delay).ok();
     };
 
@@ -214,10 +291,18 @@ fn main() -> ExitCode {
     );
     let dp = stack.engine().dataplane();
     for (_, sa) in dp.inbound_sas() {
-        println!("esp: inbound spi {:#010x} decaps {} ", sa.spi(), sa.counters().decaps);
+        println!(
+            "esp: inbound spi {:#010x} decaps {} ",
+            sa.spi(),
+            sa.counters().decaps
+        );
     }
     for (_, sa) in dp.outbound_sas() {
-        println!("esp: outbound spi {:#010x} encaps {}", sa.spi(), sa.counters().encaps);
+        println!(
+            "esp: outbound spi {:#010x} encaps {}",
+            sa.spi(),
+            sa.counters().encaps
+        );
     }
     let now = clock();
     stack.engine_mut().shutdown(from_smoltcp(now));
@@ -228,5 +313,9 @@ fn main() -> ExitCode {
         phy_wait(fd, Some(Duration::from_millis(20))).ok();
     }
     println!("ike: sent DELETE for the IPsec and IKE SAs");
-    if ok || (respond && up) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok || (respond && up) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

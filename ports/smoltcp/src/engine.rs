@@ -27,9 +27,7 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use hal_traits::{CryptoProvider, SecureRng};
 use heapless::{Deque, Vec};
-use ipsec_core::dataplane::{
-    Dataplane, DataplaneError, IKE_PORT, Inbound, NAT_T_PORT, Outbound,
-};
+use ipsec_core::dataplane::{Dataplane, DataplaneError, IKE_PORT, Inbound, NAT_T_PORT, Outbound};
 use ipsec_core::esp::{Direction, EspSa, SaEvent};
 use ipsec_core::sadb::SaHandle;
 use ipsec_core::spd::{Policy, PolicyAction};
@@ -93,7 +91,10 @@ impl fmt::Display for Error {
                 write!(f, "negotiating an SA for crypto map entry {crypto_map}")
             }
             Self::HeldDown { crypto_map } => {
-                write!(f, "crypto map entry {crypto_map} held down after a failed negotiation")
+                write!(
+                    f,
+                    "crypto map entry {crypto_map} held down after a failed negotiation"
+                )
             }
             Self::BufferTooSmall => f.write_str("buffer too small"),
             Self::Unsupported => f.write_str("IPv6 outer headers are not supported"),
@@ -272,8 +273,13 @@ pub struct Engine<
     natt_port: u16,
 }
 
-impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, const POLICIES: usize>
-    fmt::Debug for Engine<P, R, SAS, CHILDREN, POLICIES>
+impl<
+    P: CryptoProvider,
+    R: SecureRng,
+    const SAS: usize,
+    const CHILDREN: usize,
+    const POLICIES: usize,
+> fmt::Debug for Engine<P, R, SAS, CHILDREN, POLICIES>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
@@ -284,8 +290,13 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
     }
 }
 
-impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, const POLICIES: usize>
-    Engine<P, R, SAS, CHILDREN, POLICIES>
+impl<
+    P: CryptoProvider,
+    R: SecureRng,
+    const SAS: usize,
+    const CHILDREN: usize,
+    const POLICIES: usize,
+> Engine<P, R, SAS, CHILDREN, POLICIES>
 {
     /// An engine for `config`. Every static crypto map entry gets its protect policy in
     /// the SPD (sequence number and `sa_group` = the entry's sequence number); anything
@@ -405,7 +416,9 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
         let end = HEADROOM.checked_add(len).ok_or(Error::BufferTooSmall)?;
         let payload = buf.get(HEADROOM..end).ok_or(Error::BufferTooSmall)?;
         if to.port() == self.ike_port || payload.starts_with(&NON_ESP_MARKER) {
-            let r = self.ike.handle_datagram(now, &mut self.rng, from, to, payload);
+            let r = self
+                .ike
+                .handle_datagram(now, &mut self.rng, from, to, payload);
             self.process_events(now);
             return r.map(|()| Received::Ike).map_err(Error::Ike);
         }
@@ -431,7 +444,11 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
     ///
     /// # Errors
     /// [`Error::Dataplane`] for a packet the data plane refused.
-    pub fn handle_ip<'b>(&mut self, now: Instant, packet: &'b mut [u8]) -> Result<Received<'b>, Error> {
+    pub fn handle_ip<'b>(
+        &mut self,
+        now: Instant,
+        packet: &'b mut [u8],
+    ) -> Result<Received<'b>, Error> {
         let r = self.dp.process_inbound(now, packet);
         self.process_events(now);
         match r? {
@@ -501,7 +518,11 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
         [self.ike.poll_timeout(), self.dp.poll_timeout()]
             .into_iter()
             .flatten()
-            .chain(self.keepalives.iter().filter_map(NatKeepalive::poll_timeout))
+            .chain(
+                self.keepalives
+                    .iter()
+                    .filter_map(NatKeepalive::poll_timeout),
+            )
             .min()
     }
 
@@ -545,11 +566,19 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
 
     /// The IOS acquire: start IKE for `sa_group` unless it is held down.
     fn acquire(&mut self, now: Instant, sa_group: u32) -> Error {
-        if self.hold_down.iter().any(|(m, t)| *m == sa_group && *t > now) {
-            return Error::HeldDown { crypto_map: sa_group };
+        if self
+            .hold_down
+            .iter()
+            .any(|(m, t)| *m == sa_group && *t > now)
+        {
+            return Error::HeldDown {
+                crypto_map: sa_group,
+            };
         }
         match self.ike.initiate(now, &mut self.rng, sa_group) {
-            Ok(()) => Error::Negotiating { crypto_map: sa_group },
+            Ok(()) => Error::Negotiating {
+                crypto_map: sa_group,
+            },
             Err(e) => Error::Ike(e),
         }
     }
@@ -582,7 +611,11 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
                 };
                 let ka = NatKeepalive::new(now, self.config.nat_keepalive, peer, status)
                     .with_src_port(self.natt_port);
-                if let Some(k) = self.keepalives.iter_mut().find(|k| k.peer().ip() == peer.ip()) {
+                if let Some(k) = self
+                    .keepalives
+                    .iter_mut()
+                    .find(|k| k.peer().ip() == peer.ip())
+                {
                     *k = ka;
                 } else if ka.is_active() {
                     let _ = self.keepalives.push(ka);
@@ -720,7 +753,9 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
 
     fn on_dp_event(&mut self, now: Instant, dir: Direction, ev: SaEvent) {
         let spi = match ev {
-            SaEvent::SoftExpired { spi } | SaEvent::HardExpired { spi } | SaEvent::IdleExpired { spi } => spi,
+            SaEvent::SoftExpired { spi }
+            | SaEvent::HardExpired { spi }
+            | SaEvent::IdleExpired { spi } => spi,
             _ => return,
         };
         let Some(c) = self.children.iter_mut().find(|c| match dir {

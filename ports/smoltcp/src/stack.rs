@@ -71,8 +71,14 @@ pub struct IpsecStack<
     counters: StackCounters,
 }
 
-impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, const POLICIES: usize, const BUF: usize>
-    core::fmt::Debug for IpsecStack<P, R, SAS, CHILDREN, POLICIES, BUF>
+impl<
+    P: CryptoProvider,
+    R: SecureRng,
+    const SAS: usize,
+    const CHILDREN: usize,
+    const POLICIES: usize,
+    const BUF: usize,
+> core::fmt::Debug for IpsecStack<P, R, SAS, CHILDREN, POLICIES, BUF>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IpsecStack")
@@ -82,8 +88,14 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
     }
 }
 
-impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, const POLICIES: usize, const BUF: usize>
-    IpsecStack<P, R, SAS, CHILDREN, POLICIES, BUF>
+impl<
+    P: CryptoProvider,
+    R: SecureRng,
+    const SAS: usize,
+    const CHILDREN: usize,
+    const POLICIES: usize,
+    const BUF: usize,
+> IpsecStack<P, R, SAS, CHILDREN, POLICIES, BUF>
 {
     /// Binds `ike_socket` and `natt_socket` to the engine's address and ports (500 and
     /// 4500 by default), adds them to `sockets` and returns the stack.
@@ -122,7 +134,11 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
     /// socket for IPv4 / `IpProtocol::IpSecEsp`), added to `sockets`. Without it, raw
     /// ESP that the data plane builds (an SA negotiated without NAT-T) is dropped.
     #[cfg(feature = "raw-esp")]
-    pub fn with_raw_esp<'a>(mut self, sockets: &mut SocketSet<'a>, socket: smoltcp::socket::raw::Socket<'a>) -> Self {
+    pub fn with_raw_esp<'a>(
+        mut self,
+        sockets: &mut SocketSet<'a>,
+        socket: smoltcp::socket::raw::Socket<'a>,
+    ) -> Self {
         self.raw_socket = Some(sockets.add(socket));
         self
     }
@@ -186,7 +202,12 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
         }
     }
 
-    fn receive(&mut self, t: ipsec_core::Instant, sockets: &mut SocketSet<'_>, inner: &mut impl InnerPath) -> bool {
+    fn receive(
+        &mut self,
+        t: ipsec_core::Instant,
+        sockets: &mut SocketSet<'_>,
+        inner: &mut impl InnerPath,
+    ) -> bool {
         let mut any = false;
         let local = self.engine.local_addr();
         for h in [self.ike_socket, self.natt_socket] {
@@ -232,7 +253,9 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
                     Err(smoltcp::socket::raw::RecvError::Exhausted) => break,
                 };
                 any = true;
-                let Some(pkt) = self.rx.get_mut(..n) else { break };
+                let Some(pkt) = self.rx.get_mut(..n) else {
+                    break;
+                };
                 match self.engine.handle_ip(t, pkt) {
                     Ok(Received::Packet(p)) => {
                         self.counters.esp_rx += 1;
@@ -246,15 +269,24 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
         any
     }
 
-    fn protect(&mut self, t: ipsec_core::Instant, sockets: &mut SocketSet<'_>, inner: &mut impl InnerPath) -> bool {
+    fn protect(
+        &mut self,
+        t: ipsec_core::Instant,
+        sockets: &mut SocketSet<'_>,
+        inner: &mut impl InnerPath,
+    ) -> bool {
         let mut any = false;
         // Only take a packet when the socket has room for its result.
         while sockets.get::<udp::Socket>(self.natt_socket).can_send() {
-            let Some(n) = inner.take_outbound(&mut self.rx) else { break };
+            let Some(n) = inner.take_outbound(&mut self.rx) else {
+                break;
+            };
             any = true;
             let Some(pkt) = self.rx.get(..n) else { break };
             match self.engine.send(t, pkt, &mut self.tx) {
-                Ok(Sent::Udp { dst, offset, len, .. }) => {
+                Ok(Sent::Udp {
+                    dst, offset, len, ..
+                }) => {
                     let data = self.tx.get(offset..offset + len).unwrap_or(&[]);
                     let s = sockets.get_mut::<udp::Socket>(self.natt_socket);
                     let Some(dst) = endpoint(dst) else {
@@ -280,7 +312,10 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
             self.counters.tx_dropped += 1;
             return;
         };
-        match sockets.get_mut::<smoltcp::socket::raw::Socket>(h).send_slice(data) {
+        match sockets
+            .get_mut::<smoltcp::socket::raw::Socket>(h)
+            .send_slice(data)
+        {
             Ok(()) => self.counters.esp_tx += 1,
             Err(_) => self.counters.socket_errors += 1,
         }
@@ -301,7 +336,8 @@ impl<P: CryptoProvider, R: SecureRng, const SAS: usize, const CHILDREN: usize, c
             if !room {
                 break;
             }
-            let Some(Datagram { src_port, dst, len }) = self.engine.poll_transmit(t, &mut self.tx) else {
+            let Some(Datagram { src_port, dst, len }) = self.engine.poll_transmit(t, &mut self.tx)
+            else {
                 break;
             };
             any = true;

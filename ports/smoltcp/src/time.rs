@@ -28,7 +28,10 @@ mod tests {
     #[test]
     fn round_trip() {
         for ms in [0u64, 1, 999, 1_000, 86_400_000, 1 << 40] {
-            assert_eq!(from_smoltcp(to_smoltcp(Instant::from_millis(ms))).as_millis(), ms);
+            assert_eq!(
+                from_smoltcp(to_smoltcp(Instant::from_millis(ms))).as_millis(),
+                ms
+            );
         }
         assert_eq!(from_smoltcp(SmolInstant::from_millis(-5)), Instant::ZERO);
         assert!(to_smoltcp(Instant::from_millis(u64::MAX)).total_millis() > 0);

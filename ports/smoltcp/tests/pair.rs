@@ -2,7 +2,12 @@
 //! from A's protected side triggers IKE (acquire), Main Mode + Quick Mode run over
 //! smoltcp UDP sockets, and smoltcp's own ICMP echo crosses the tunnel both ways as raw
 //! ESP (no NAT, so no UDP encapsulation).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -32,7 +37,12 @@ fn acquire_negotiate_and_ping_through_raw_esp() {
     let (mut up_a, mut up_b) = (None, None);
     let deadline = now + Duration::from_secs(30);
     while replies.len() < 3 {
-        assert!(now < deadline, "no 3 replies by {now}: {:?} {:?}", a.stack.counters(), b.stack.counters());
+        assert!(
+            now < deadline,
+            "no 3 replies by {now}: {:?} {:?}",
+            a.stack.counters(),
+            b.stack.counters()
+        );
         if now >= next_ping {
             seq += 1;
             a.ping(HOST_B, seq);
@@ -53,21 +63,50 @@ fn acquire_negotiate_and_ping_through_raw_esp() {
         }
         now += Duration::from_millis(5);
     }
-    let (Some(Event::TunnelUp { inbound_spi: ai, outbound_spi: ao, udp_encap, .. }), Some(Event::TunnelUp { inbound_spi: bi, outbound_spi: bo, .. })) = (up_a, up_b) else {
+    let (
+        Some(Event::TunnelUp {
+            inbound_spi: ai,
+            outbound_spi: ao,
+            udp_encap,
+            ..
+        }),
+        Some(Event::TunnelUp {
+            inbound_spi: bi,
+            outbound_spi: bo,
+            ..
+        }),
+    ) = (up_a, up_b)
+    else {
         panic!("no TunnelUp: {up_a:?} {up_b:?}");
     };
     assert_eq!((ai, ao), (bo, bi), "SPIs mirror each other");
     assert!(!udp_encap, "no NAT: raw ESP");
-    assert!(replies.iter().all(|(from, _)| *from == IpAddress::from(std::net::Ipv4Addr::from(HOST_B))));
+    assert!(
+        replies
+            .iter()
+            .all(|(from, _)| *from == IpAddress::from(std::net::Ipv4Addr::from(HOST_B)))
+    );
     // The first echo (the acquire) was dropped while IKE ran: the replies start later.
-    assert!(replies[0].1 > 1, "first echo dropped by the acquire: {replies:?}");
+    assert!(
+        replies[0].1 > 1,
+        "first echo dropped by the acquire: {replies:?}"
+    );
     let (ca, cb) = (a.stack.counters(), b.stack.counters());
-    assert!(ca.esp_tx >= 3 && ca.esp_rx >= 3 && cb.esp_rx >= 3 && cb.esp_tx >= 3, "{ca:?} {cb:?}");
-    assert!(ca.tx_dropped >= 1, "the acquire dropped the first packet: {ca:?}");
+    assert!(
+        ca.esp_tx >= 3 && ca.esp_rx >= 3 && cb.esp_rx >= 3 && cb.esp_tx >= 3,
+        "{ca:?} {cb:?}"
+    );
+    assert!(
+        ca.tx_dropped >= 1,
+        "the acquire dropped the first packet: {ca:?}"
+    );
     // On the wire: IKE on UDP 500 and ESP (protocol 50), never the inner ICMP in clear.
     let sent = sent_by_a.borrow();
     assert!(sent.iter().any(|p| p[9] == 50), "raw ESP on the wire");
-    assert!(sent.iter().all(|p| p[9] != 1), "no cleartext ICMP on the wire");
+    assert!(
+        sent.iter().all(|p| p[9] != 1),
+        "no cleartext ICMP on the wire"
+    );
     // The data plane's own counters agree.
     let dp = a.stack.engine().dataplane();
     let (_, out_sa) = dp.outbound_sas().next().unwrap();
@@ -82,7 +121,10 @@ fn shutdown_deletes_the_tunnel_on_both_sides() {
     let rnet = net([198, 51, 100, 128], 25);
     let mut a = Node::new(wa, A, HOST_A, ike_config(A, B, lnet, rnet), now);
     let mut b = Node::new(wb, B, HOST_B, ike_config(B, A, rnet, lnet), now);
-    a.stack.engine_mut().initiate(ipsec_smoltcp::time::from_smoltcp(now), 10).unwrap();
+    a.stack
+        .engine_mut()
+        .initiate(ipsec_smoltcp::time::from_smoltcp(now), 10)
+        .unwrap();
     for _ in 0..2000 {
         a.poll(now);
         b.poll(now);
@@ -91,8 +133,13 @@ fn shutdown_deletes_the_tunnel_on_both_sides() {
             break;
         }
     }
-    assert_eq!((a.stack.engine().tunnels(), b.stack.engine().tunnels()), (1, 1));
-    a.stack.engine_mut().shutdown(ipsec_smoltcp::time::from_smoltcp(now));
+    assert_eq!(
+        (a.stack.engine().tunnels(), b.stack.engine().tunnels()),
+        (1, 1)
+    );
+    a.stack
+        .engine_mut()
+        .shutdown(ipsec_smoltcp::time::from_smoltcp(now));
     let mut down_b = false;
     for _ in 0..200 {
         a.poll(now);
@@ -103,5 +150,8 @@ fn shutdown_deletes_the_tunnel_on_both_sides() {
         }
     }
     assert!(down_b, "B saw the DELETE");
-    assert_eq!((a.stack.engine().tunnels(), b.stack.engine().tunnels()), (0, 0));
+    assert_eq!(
+        (a.stack.engine().tunnels(), b.stack.engine().tunnels()),
+        (0, 0)
+    );
 }

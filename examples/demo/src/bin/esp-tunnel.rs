@@ -25,8 +25,10 @@ type Gw = Dataplane<SoftCrypto, 16, 8>;
 
 const SPOKE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const HUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
-const TRANSFORM: Transform =
-    Transform { enc: Encryption::Cbc(CipherAlg::Aes128Cbc), auth: Some(MacAlg::HmacSha1_96) };
+const TRANSFORM: Transform = Transform {
+    enc: Encryption::Cbc(CipherAlg::Aes128Cbc),
+    auth: Some(MacAlg::HmacSha1_96),
+};
 
 fn net(a: [u8; 4], len: u8) -> AddrRange {
     AddrRange::from_prefix(IpAddr::V4(Ipv4Addr::from(a)), len).expect("valid prefix")
@@ -35,29 +37,69 @@ fn net(a: [u8; 4], len: u8) -> AddrRange {
 /// `access-list 100 permit ip 10.0.68.0 0.0.0.255 10.1.1.0 0.0.0.255` (mirrored on the hub).
 fn acl100(spoke_side: bool) -> Selector {
     let (spoke, hub) = (net([10, 0, 68, 0], 24), net([10, 1, 1, 0], 24));
-    let (l, r) = if spoke_side { (spoke, hub) } else { (hub, spoke) };
+    let (l, r) = if spoke_side {
+        (spoke, hub)
+    } else {
+        (hub, spoke)
+    };
     Selector::new(l, r).expect("same family")
 }
 
-fn sa(spi: u32, dir: Direction, local: Ipv4Addr, remote: Ipv4Addr, spoke_side: bool, keys: (&[u8], &[u8])) -> EspSa<SoftCrypto> {
+fn sa(
+    spi: u32,
+    dir: Direction,
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+    spoke_side: bool,
+    keys: (&[u8], &[u8]),
+) -> EspSa<SoftCrypto> {
     let mut c = EspConfig::tunnel(spi, dir, TRANSFORM, IpAddr::V4(local), IpAddr::V4(remote));
     c.selector = Some(acl100(spoke_side));
-    c.lifetime = LifetimeConfig::from_hard(Some(3600), Some(4_608_000), 90).expect("valid lifetime");
+    c.lifetime =
+        LifetimeConfig::from_hard(Some(3600), Some(4_608_000), 90).expect("valid lifetime");
     EspSa::new(c, keys.0, keys.1, Instant::ZERO).expect("valid SA")
 }
 
-fn gateway(spoke_side: bool, out_spi: u32, in_spi: u32, k_out: (&[u8], &[u8]), k_in: (&[u8], &[u8])) -> Gw {
-    let (me, peer) = if spoke_side { (SPOKE, HUB) } else { (HUB, SPOKE) };
+fn gateway(
+    spoke_side: bool,
+    out_spi: u32,
+    in_spi: u32,
+    k_out: (&[u8], &[u8]),
+    k_in: (&[u8], &[u8]),
+) -> Gw {
+    let (me, peer) = if spoke_side {
+        (SPOKE, HUB)
+    } else {
+        (HUB, SPOKE)
+    };
     let mut gw = Gw::new(PolicyAction::Bypass);
-    let policy = Policy { seq: 10, selector: acl100(spoke_side), action: PolicyAction::Protect { sa_group: 10 } };
+    let policy = Policy {
+        seq: 10,
+        selector: acl100(spoke_side),
+        action: PolicyAction::Protect { sa_group: 10 },
+    };
     gw.spd_mut().insert(policy).expect("room");
-    gw.install_outbound(10, sa(out_spi, Direction::Outbound, me, peer, spoke_side, k_out)).expect("room");
-    gw.install_inbound(sa(in_spi, Direction::Inbound, me, peer, spoke_side, k_in)).expect("room");
+    gw.install_outbound(
+        10,
+        sa(out_spi, Direction::Outbound, me, peer, spoke_side, k_out),
+    )
+    .expect("room");
+    gw.install_inbound(sa(in_spi, Direction::Inbound, me, peer, spoke_side, k_in))
+        .expect("room");
     gw
 }
 
 fn icmp_echo(src: [u8; 4], dst: [u8; 4], reply: bool, seq: u16) -> Vec<u8> {
-    let mut icmp = vec![if reply { 0 } else { 8 }, 0, 0, 0, 0x12, 0x34, (seq >> 8) as u8, seq as u8];
+    let mut icmp = vec![
+        if reply { 0 } else { 8 },
+        0,
+        0,
+        0,
+        0x12,
+        0x34,
+        (seq >> 8) as u8,
+        seq as u8,
+    ];
     icmp.extend_from_slice(b"abcdefghijklmnopqrstuvwabcdefghi");
     let sum = ipsec_core::wire::checksum::checksum(&icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
@@ -93,10 +135,17 @@ impl SecureRng for DemoKeys {
 }
 
 fn show_events(name: &str, gw: &mut Gw) {
-    while let Some(DataplaneEvent { direction, event, .. }) = gw.poll_event() {
+    while let Some(DataplaneEvent {
+        direction, event, ..
+    }) = gw.poll_event()
+    {
         let what = match event {
-            SaEvent::SoftExpired { spi } => format!("soft lifetime reached on {direction:?} SA {spi:#x}: rekey now"),
-            SaEvent::HardExpired { spi } => format!("hard lifetime reached on {direction:?} SA {spi:#x}: SA unusable, delete it"),
+            SaEvent::SoftExpired { spi } => {
+                format!("soft lifetime reached on {direction:?} SA {spi:#x}: rekey now")
+            }
+            SaEvent::HardExpired { spi } => format!(
+                "hard lifetime reached on {direction:?} SA {spi:#x}: SA unusable, delete it"
+            ),
             other => format!("{other:?}"),
         };
         println!("  [{name}] event: {what}");
@@ -111,12 +160,27 @@ fn main() {
         v
     };
     let (enc_sh, auth_sh, enc_hs, auth_hs) = (k(16), k(20), k(16), k(20));
-    println!("== ESP tunnel demo: spoke-1-east <-> vpn-gw1-east, manual keys, {}", transform_name(&TRANSFORM));
+    println!(
+        "== ESP tunnel demo: spoke-1-east <-> vpn-gw1-east, manual keys, {}",
+        transform_name(&TRANSFORM)
+    );
     println!("   crypto map vpn 10 ipsec-manual / match address 100 / set peer <other gateway>");
     println!("   access-list 100 permit ip 10.0.68.0 0.0.0.255 10.1.1.0 0.0.0.255");
     println!();
-    let mut spoke = gateway(true, 0x1000_0001, 0x2000_0002, (&enc_sh, &auth_sh), (&enc_hs, &auth_hs));
-    let mut hub = gateway(false, 0x2000_0002, 0x1000_0001, (&enc_hs, &auth_hs), (&enc_sh, &auth_sh));
+    let mut spoke = gateway(
+        true,
+        0x1000_0001,
+        0x2000_0002,
+        (&enc_sh, &auth_sh),
+        (&enc_hs, &auth_hs),
+    );
+    let mut hub = gateway(
+        false,
+        0x2000_0002,
+        0x1000_0001,
+        (&enc_hs, &auth_hs),
+        (&enc_sh, &auth_sh),
+    );
     let mut rng = OsRng;
     let mut now = Instant::ZERO;
     let mut wire = [0u8; 2048];
@@ -127,7 +191,9 @@ fn main() {
     for seq in 1..=5u16 {
         now = now + Duration::from_secs(1);
         let echo = icmp_echo([10, 0, 68, 5], [10, 1, 1, 7], false, seq);
-        let Ok(Outbound::Protected { len, .. }) = spoke.process_outbound(now, &echo, &mut rng, &mut wire) else {
+        let Ok(Outbound::Protected { len, .. }) =
+            spoke.process_outbound(now, &echo, &mut rng, &mut wire)
+        else {
             panic!("echo not protected")
         };
         last_esp = wire[..len].to_vec();
@@ -136,14 +202,19 @@ fn main() {
             _ => false,
         };
         let reply = icmp_echo([10, 1, 1, 7], [10, 0, 68, 5], true, seq);
-        let Ok(Outbound::Protected { len: rlen, .. }) = hub.process_outbound(now, &reply, &mut rng, &mut wire) else {
+        let Ok(Outbound::Protected { len: rlen, .. }) =
+            hub.process_outbound(now, &reply, &mut rng, &mut wire)
+        else {
             panic!("reply not protected")
         };
         let back = matches!(spoke.process_inbound(now, &mut wire[..rlen]), Ok(Inbound::Decapsulated { packet, .. }) if packet == &reply[..]);
         if delivered && back {
             replies += 1;
         }
-        println!("   seq {seq}: {} -> {len} bytes of ESP -> hub delivers it: {delivered}; reply {rlen} bytes -> spoke: {back}", echo.len());
+        println!(
+            "   seq {seq}: {} -> {len} bytes of ESP -> hub delivers it: {delivered}; reply {rlen} bytes -> spoke: {back}",
+            echo.len()
+        );
     }
     println!("   Success rate is {}% ({replies}/5)", replies * 20);
     println!();
@@ -151,29 +222,46 @@ fn main() {
     println!("== 2. what the hub drops");
     let mut replayed = last_esp.clone();
     let r = hub.process_inbound(now, &mut replayed).err();
-    println!("   a captured ESP packet sent again:        {}", r.map_or("accepted (!)".into(), |e| e.to_string()));
+    println!(
+        "   a captured ESP packet sent again:        {}",
+        r.map_or("accepted (!)".into(), |e| e.to_string())
+    );
     let mut tampered = icmp_echo([10, 0, 68, 5], [10, 1, 1, 7], false, 6);
-    if let Ok(Outbound::Protected { len, .. }) = spoke.process_outbound(now, &tampered, &mut rng, &mut wire) {
+    if let Ok(Outbound::Protected { len, .. }) =
+        spoke.process_outbound(now, &tampered, &mut rng, &mut wire)
+    {
         tampered = wire[..len].to_vec();
         let mid = tampered.len() / 2;
         tampered[mid] ^= 0x40;
     }
     let r = hub.process_inbound(now, &mut tampered).err();
-    println!("   an ESP packet with one bit flipped:      {}", r.map_or("accepted (!)".into(), |e| e.to_string()));
+    println!(
+        "   an ESP packet with one bit flipped:      {}",
+        r.map_or("accepted (!)".into(), |e| e.to_string())
+    );
     let mut spoofed = icmp_echo([10, 0, 68, 66], [10, 1, 1, 7], false, 1);
     let r = hub.process_inbound(now, &mut spoofed).err();
-    println!("   10.0.68.66 -> 10.1.1.7 sent in clear:    {}", r.map_or("accepted (!)".into(), |e| e.to_string()));
+    println!(
+        "   10.0.68.66 -> 10.1.1.7 sent in clear:    {}",
+        r.map_or("accepted (!)".into(), |e| e.to_string())
+    );
     let mut unknown = last_esp.clone();
     unknown[20..24].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
     let r = hub.process_inbound(now, &mut unknown).err();
-    println!("   ESP for an SPI nobody negotiated:        {}", r.map_or("accepted (!)".into(), |e| e.to_string()));
+    println!(
+        "   ESP for an SPI nobody negotiated:        {}",
+        r.map_or("accepted (!)".into(), |e| e.to_string())
+    );
     let other = icmp_echo([10, 0, 68, 5], [192, 0, 2, 80], false, 1);
     let r = spoke.process_outbound(now, &other, &mut rng, &mut wire);
-    println!("   10.0.68.5 -> 192.0.2.80 (not in ACL 100): {}", match r {
-        Ok(Outbound::Bypass) => "sent in clear (bypass)".to_string(),
-        Ok(_) => "protected (!)".into(),
-        Err(e) => e.to_string(),
-    });
+    println!(
+        "   10.0.68.5 -> 192.0.2.80 (not in ACL 100): {}",
+        match r {
+            Ok(Outbound::Bypass) => "sent in clear (bypass)".to_string(),
+            Ok(_) => "protected (!)".into(),
+            Err(e) => e.to_string(),
+        }
+    );
     println!();
 
     println!("== 3. vpn-gw1-east# show crypto ipsec sa");
@@ -200,11 +288,17 @@ fn main() {
     show_events("spoke", &mut spoke);
     let echo = icmp_echo([10, 0, 68, 5], [10, 1, 1, 7], false, 7);
     let r = spoke.process_outbound(now, &echo, &mut rng, &mut wire);
-    println!("   t = {} s, ping again: {}", now.as_millis() / 1000, match r {
-        Err(DataplaneError::Esp(e)) => format!("refused: {e}"),
-        Err(e) => format!("refused: {e}"),
-        Ok(_) => "sent (!)".into(),
-    });
+    println!(
+        "   t = {} s, ping again: {}",
+        now.as_millis() / 1000,
+        match r {
+            Err(DataplaneError::Esp(e)) => format!("refused: {e}"),
+            Err(e) => format!("refused: {e}"),
+            Ok(_) => "sent (!)".into(),
+        }
+    );
     println!();
-    println!("Negotiating these SAs with IKEv1 instead of manual keys is the next step (see README).");
+    println!(
+        "Negotiating these SAs with IKEv1 instead of manual keys is the next step (see README)."
+    );
 }

@@ -1,5 +1,10 @@
 //! Two smoltcp nodes running `IpsecStack` over an in-memory wire, on a virtual clock.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    dead_code
+)]
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,7 +23,9 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, raw, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpProtocol, IpVersion};
+use smoltcp::wire::{
+    HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpProtocol, IpVersion,
+};
 
 pub type Stack = IpsecStack<SoftCrypto, OsRng>;
 type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
@@ -34,8 +41,16 @@ pub struct WireEnd {
 pub fn wire() -> (WireEnd, WireEnd) {
     let (a, b): (Queue, Queue) = Default::default();
     (
-        WireEnd { rx: a.clone(), tx: b.clone(), sent: Default::default() },
-        WireEnd { rx: b, tx: a, sent: Default::default() },
+        WireEnd {
+            rx: a.clone(),
+            tx: b.clone(),
+            sent: Default::default(),
+        },
+        WireEnd {
+            rx: b,
+            tx: a,
+            sent: Default::default(),
+        },
     )
 }
 
@@ -81,14 +96,23 @@ pub fn net(a: [u8; 4], len: u8) -> AddrRange {
 /// Main Mode PSK (AES-128, SHA-1, MODP 1024) + Quick Mode ESP AES-128/SHA-1 tunnel.
 pub fn ike_config(local: [u8; 4], peer: [u8; 4], lnet: AddrRange, rnet: AddrRange) -> IkeConfig {
     let mut cfg = IkeConfig::new(IpAddr::V4(local.into()));
-    cfg.add_policy(IsakmpPolicy::new(10, CipherAlg::Aes128Cbc, HashAlg::Sha1, DhGroup::Modp1024))
-        .unwrap();
+    cfg.add_policy(IsakmpPolicy::new(
+        10,
+        CipherAlg::Aes128Cbc,
+        HashAlg::Sha1,
+        DhGroup::Modp1024,
+    ))
+    .unwrap();
     cfg.add_key(PresharedKey::address(IpAddr::V4(peer.into()), b"in-process-psk").unwrap())
         .unwrap();
     let mut e = CryptoMapEntry::new(10, Selector::new(lnet, rnet).unwrap());
     e.add_peer(IpAddr::V4(peer.into())).unwrap();
-    let t = Transform { enc: Encryption::Cbc(CipherAlg::Aes128Cbc), auth: Some(MacAlg::HmacSha1_96) };
-    e.add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap()).unwrap();
+    let t = Transform {
+        enc: Encryption::Cbc(CipherAlg::Aes128Cbc),
+        auth: Some(MacAlg::HmacSha1_96),
+    };
+    e.add_transform_set(TransformSet::new("ts", t, Mode::Tunnel).unwrap())
+        .unwrap();
     cfg.add_crypto_map(e).unwrap();
     cfg
 }
@@ -112,40 +136,81 @@ fn udp_socket() -> udp::Socket<'static> {
 }
 
 impl Node {
-    pub fn new(dev: WireEnd, outer: [u8; 4], inner_addr: [u8; 4], cfg: IkeConfig, now: Instant) -> Self {
+    pub fn new(
+        dev: WireEnd,
+        outer: [u8; 4],
+        inner_addr: [u8; 4],
+        cfg: IkeConfig,
+        now: Instant,
+    ) -> Self {
         let mut dev = dev;
         let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, now);
-        iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(outer)), 24)).unwrap());
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(outer)), 24))
+                .unwrap()
+        });
         let mut sockets = SocketSet::new(vec![]);
         let engine = Engine::new(cfg, EngineConfig::default(), OsRng).unwrap();
         let raw_buf = || raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY; 8], vec![0; 8192]);
-        let raw = raw::Socket::new(Some(IpVersion::Ipv4), Some(IpProtocol::IpSecEsp), raw_buf(), raw_buf());
+        let raw = raw::Socket::new(
+            Some(IpVersion::Ipv4),
+            Some(IpProtocol::IpSecEsp),
+            raw_buf(),
+            raw_buf(),
+        );
         let stack = Stack::new(engine, &mut sockets, udp_socket(), udp_socket())
             .unwrap()
             .with_raw_esp(&mut sockets, raw);
         let mut tunnel = TunnelDevice::new();
         let mut inner = Interface::new(Config::new(HardwareAddress::Ip), &mut tunnel, now);
-        inner.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(inner_addr)), 24)).unwrap());
+        inner.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::from(Ipv4Addr::from(inner_addr)), 24))
+                .unwrap()
+        });
         let mut inner_sockets = SocketSet::new(vec![]);
-        let icmp_buf = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
+        let icmp_buf =
+            || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
         let mut s = icmp::Socket::new(icmp_buf(), icmp_buf());
         s.bind(icmp::Endpoint::Ident(0x4950)).unwrap();
         let icmp = inner_sockets.add(s);
-        Self { iface, dev, sockets, stack, tunnel, inner, inner_sockets, icmp }
+        Self {
+            iface,
+            dev,
+            sockets,
+            stack,
+            tunnel,
+            inner,
+            inner_sockets,
+            icmp,
+        }
     }
 
     pub fn poll(&mut self, now: Instant) {
-        self.inner.poll(now, &mut self.tunnel, &mut self.inner_sockets);
-        self.stack.poll(now, &mut self.iface, &mut self.dev, &mut self.sockets, &mut self.tunnel);
-        self.inner.poll(now, &mut self.tunnel, &mut self.inner_sockets);
+        self.inner
+            .poll(now, &mut self.tunnel, &mut self.inner_sockets);
+        self.stack.poll(
+            now,
+            &mut self.iface,
+            &mut self.dev,
+            &mut self.sockets,
+            &mut self.tunnel,
+        );
+        self.inner
+            .poll(now, &mut self.tunnel, &mut self.inner_sockets);
     }
 
     /// Queues an ICMP echo request to `dst` on the inner ICMP socket.
     pub fn ping(&mut self, dst: [u8; 4], seq: u16) {
         let s = self.inner_sockets.get_mut::<icmp::Socket>(self.icmp);
         let data = b"ipsec-smoltcp echo";
-        let repr = Icmpv4Repr::EchoRequest { ident: 0x4950, seq_no: seq, data };
-        let buf = s.send(repr.buffer_len(), IpAddress::from(Ipv4Addr::from(dst))).unwrap();
+        let repr = Icmpv4Repr::EchoRequest {
+            ident: 0x4950,
+            seq_no: seq,
+            data,
+        };
+        let buf = s
+            .send(repr.buffer_len(), IpAddress::from(Ipv4Addr::from(dst)))
+            .unwrap();
         repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &Default::default());
     }
 
@@ -155,7 +220,9 @@ impl Node {
         let mut out = vec![];
         while let Ok((p, from)) = s.recv() {
             let pkt = Icmpv4Packet::new_checked(p).unwrap();
-            if let Ok(Icmpv4Repr::EchoReply { seq_no, .. }) = Icmpv4Repr::parse(&pkt, &Default::default()) {
+            if let Ok(Icmpv4Repr::EchoReply { seq_no, .. }) =
+                Icmpv4Repr::parse(&pkt, &Default::default())
+            {
                 out.push((from, seq_no));
             }
         }
