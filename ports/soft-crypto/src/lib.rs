@@ -66,7 +66,7 @@ pub use dh::SoftDh;
 pub use mac::SoftMac;
 pub use prf::SoftPrf;
 #[cfg(feature = "std")]
-pub use rng::OsRng;
+pub use rng::{BufferedOsRng, OsRng};
 
 /// The software provider: the types of this crate as one [`hal_traits::CryptoProvider`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

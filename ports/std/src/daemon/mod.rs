@@ -52,7 +52,7 @@ use ipsec_core::spd::{Policy, PolicyAction, Selector};
 use ipsec_core::{Duration, Instant};
 use ipsec_ike::v1::{ChildSa, DeleteReason, Ike, IkeError, IkeEvent};
 use ipsec_nat_t::{Classified, KeepaliveConfig, NatKeepalive, NatStatus};
-use ipsec_soft_crypto::{OsRng, SoftCrypto};
+use ipsec_soft_crypto::{BufferedOsRng, SoftCrypto};
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -173,7 +173,7 @@ pub struct Daemon {
     /// Control socket path.
     pub control_path: PathBuf,
     listener: UnixListener,
-    rng: OsRng,
+    rng: BufferedOsRng,
     s500: UdpSocket,
     s4500: UdpSocket,
     raw: Option<socket2::Socket>,
@@ -272,7 +272,7 @@ impl Daemon {
             started: StdInstant::now(),
             control_path,
             listener,
-            rng: OsRng,
+            rng: BufferedOsRng::new(),
             s500,
             s4500,
             raw,
