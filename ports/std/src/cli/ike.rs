@@ -11,6 +11,7 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 use clap::Args;
 use hal_traits::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg};
 use ipsec_core::esp::{Encryption, EspSa, Mode, Transform};
+use ipsec_core::gre::{Delivered, GreConfig, GreTunnel};
 use ipsec_core::spd::{AddrRange, Selector};
 use ipsec_core::wire::ipv4::{Ipv4Packet, Ipv4Repr};
 use ipsec_core::wire::{checksum, proto};
@@ -123,6 +124,14 @@ pub struct ConnectArgs {
     /// next peer (--backup-peer), with --count echo replies through it.
     #[arg(long, requires = "dpd", requires = "backup_peer")]
     until_backup: bool,
+    /// Restrict the proxy identities to one IP protocol (47 = GRE, as a `permit gre`
+    /// access list).
+    #[arg(long)]
+    protocol: Option<u8>,
+    /// Once the SA is up, send this many GRE packets (a GRE tunnel from --ping-src to
+    /// --ping) through it and wait until the peer's side echoes them back.
+    #[arg(long, default_value_t = 0)]
+    gre_echo: u32,
     /// TEST ONLY: append the negotiated ESP keys to this file, like SSLKEYLOGFILE, so
     /// they can be compared with the peer's debug log. Never use on a real deployment.
     #[arg(long)]
@@ -248,8 +257,11 @@ fn config(a: &ConnectArgs) -> Result<IkeConfig, String> {
         cfg.keepalive = Some(parse_dpd(d, a.dpd_periodic, a.dpd_without_vid)?);
     }
     let (t, pfs) = parse_esp(&a.esp)?;
-    let sel = Selector::new(parse_net(&a.local_net)?, parse_net(&a.remote_net)?)
+    let mut sel = Selector::new(parse_net(&a.local_net)?, parse_net(&a.remote_net)?)
         .map_err(|e| e.to_string())?;
+    if let Some(p) = a.protocol {
+        sel = sel.with_protocol(p);
+    }
     let mut entry = CryptoMapEntry::new(MAP, sel);
     for p in std::iter::once(&a.peer).chain(&a.backup_peer) {
         entry.add_peer(*p).map_err(|e| e.to_string())?;
@@ -318,6 +330,27 @@ fn answer_echo(p: &[u8]) -> Option<Vec<u8>> {
     let h = r.emit(&mut out).ok()?;
     out[h..].copy_from_slice(&reply_icmp);
     Some(out)
+}
+
+/// The inner packet carried in GRE packet `n`: a small IPv4 packet, recognisable on return.
+fn gre_payload(n: u32) -> Vec<u8> {
+    let text = format!("ipsec-rs GRE over IPsec, packet {n}");
+    let r = Ipv4Repr {
+        src: Ipv4Addr::new(172, 16, 0, 1),
+        dst: Ipv4Addr::new(224, 0, 0, 5),
+        protocol: 89,
+        payload_len: text.len(),
+        ttl: 1,
+        tos: 0xc0,
+        ident: u16::try_from(n & 0xffff).unwrap_or(0),
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+    };
+    let mut p = vec![0; r.buffer_len()];
+    let h = r.emit(&mut p).unwrap_or(20);
+    p[h..].copy_from_slice(text.as_bytes());
+    p
 }
 
 /// An echo reply to us, as (source, sequence number).
@@ -390,6 +423,8 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
     let (mut sent, mut replies, mut next_ping) = (0u32, 0u32, Instant::ZERO);
     let mut deleted_by_peer = false;
     let mut answered = 0u32;
+    let (mut gre_sent, mut gre_back, mut gre_retry_at) = (0u32, 0u32, Instant::ZERO);
+    let mut gre: Option<GreTunnel> = None;
     let mut keepalive: Option<NatKeepalive> = None;
     let mut done_at: Option<Instant> = None;
     // DPD bookkeeping: the peer of the current tunnel, when the first peer was declared
@@ -587,7 +622,29 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                                 Ok(d) => {
                                     // Authenticated inbound ESP: proof of life for DPD.
                                     ike.note_inbound(now, from.ip());
-                                    if let Some((src, seq)) = echo_reply(d.packet) {
+                                    let is_gre = Ipv4Packet::new_checked(&*d.packet)
+                                        .is_ok_and(|ip| ip.protocol() == proto::GRE);
+                                    if let (true, Some(t)) = (is_gre, gre.as_mut()) {
+                                        match t.decapsulate(now, d.packet) {
+                                            Ok(Delivered::Data { protocol, payload }) => {
+                                                let want = gre_payload(gre_back + 1);
+                                                let ok = payload == want.as_slice();
+                                                gre_back += 1;
+                                                println!(
+                                                    "gre: echo {gre_back} back through the SA: protocol {protocol:#06x}, {} bytes, payload {}",
+                                                    payload.len(),
+                                                    if ok { "intact" } else { "DIFFERENT" }
+                                                );
+                                                if !ok {
+                                                    return Err(
+                                                        "GRE payload came back changed".into()
+                                                    );
+                                                }
+                                            }
+                                            Ok(other) => println!("gre: {other:?}"),
+                                            Err(e) => println!("gre: dropped: {e}"),
+                                        }
+                                    } else if let Some((src, seq)) = echo_reply(d.packet) {
                                         replies += 1;
                                         println!("ping: reply {replies} from {src} seq {seq}");
                                     } else if let Some(reply) = answer_echo(d.packet) {
@@ -620,7 +677,7 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
             // Keep pinging until `count` replies came back: the peer may install its SA a
             // moment after the last Quick Mode message and drop the first echo.
             let more = replies < a.count && sent < a.count.saturating_mul(4);
-            if (more || a.keep_pinging) && now >= next_ping {
+            if a.gre_echo == 0 && (more || a.keep_pinging) && now >= next_ping {
                 sent += 1;
                 let pkt = echo_request(src, dst, u16::try_from(sent).unwrap_or(u16::MAX));
                 let n = c
@@ -639,11 +696,48 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                     now + Duration::from_millis(if more { 500 } else { a.ping_interval_ms });
             }
         }
+        // GRE packets through the SA (a `permit gre` crypto map).
+        if let (Some(c), Some(dst), Some(src)) = (child.as_mut(), a.ping, a.ping_src) {
+            // The next packet once the last one came back; the same one again after a
+            // second without its echo (strongSwan may install its SA a moment late).
+            let next = gre_sent < a.gre_echo && gre_back == gre_sent && now >= next_ping;
+            let again = gre_back < gre_sent && now >= gre_retry_at;
+            if a.gre_echo > 0 && (next || again) {
+                let t = match gre.as_mut() {
+                    Some(t) => t,
+                    None => gre.insert(
+                        GreTunnel::new(GreConfig::new(src, dst), now).map_err(|e| e.to_string())?,
+                    ),
+                };
+                if next {
+                    gre_sent += 1;
+                }
+                gre_retry_at = now + Duration::from_secs(1);
+                let mut pkt = vec![0u8; 256];
+                let n = t
+                    .encapsulate(now, 0x0800, &gre_payload(gre_sent), &mut pkt)
+                    .map_err(|e| format!("GRE: {e}"))?;
+                let m = c
+                    .outbound
+                    .seal_udp_payload(now, &pkt[..n], &mut rng, &mut buf)
+                    .map_err(|e| e.to_string())?;
+                s4500
+                    .send_to(&buf[..m], c.peer_esp)
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "gre: sent GRE packet {gre_sent} {src} -> {dst} ({n} bytes) through the SA"
+                );
+                next_ping = now + Duration::from_millis(300);
+            }
+        }
         let c = *ike.counters();
         report_dpd(&c, &last_counters, current_peer.or(Some(a.peer)));
         last_counters = c;
         // Finished?
-        let pinged = (a.ping.is_none() || replies >= a.count) && answered >= a.answer;
+        let gre_done = a.gre_echo == 0 || gre_back >= a.gre_echo;
+        let pinged = (a.ping.is_none() || a.gre_echo > 0 || replies >= a.count)
+            && answered >= a.answer
+            && gre_done;
         let backup_up = match (dead_at, &child) {
             (Some((_, dead)), Some(c)) => c.peer_esp.ip() != dead && pinged,
             _ => false,

@@ -294,9 +294,30 @@ dpd_dead_backup() {
 	grep -q "state=INSTALLED" <<<"$sas" && grep -qE "packets-in=([3-9]|[1-9][0-9]+) " <<<"$sas"
 }
 
+# GRE over IPsec with a real peer: a tunnel-mode SA restricted to GRE (strongSwan's
+# TS 198.51.100.0/25[gre]); our GRE tunnel's packets cross it, a userspace GRE endpoint
+# on strongSwan's side (gre-echo.py: the kernel has no GRE) echoes them back.
+gre_echo() {
+	TS_PROTO=gre LEFT=none "$SS" up || return 1
+	ip netns exec "$R" timeout 40 python3 "$HERE/gre-echo.py" echo --local 198.51.100.129 --seconds 25 \
+		> "$STATE/gre-echo.out" 2>&1 &
+	local echo_pid=$!
+	ours 203.0.113.1 203.0.113.2 --protocol 47 --ping 198.51.100.129 --ping-src 198.51.100.1 \
+		--gre-echo 3 > "$STATE/ours.out" 2>&1
+	local rc=$?
+	cat "$STATE/ours.out"
+	kill "$echo_pid" 2>/dev/null; wait "$echo_pid" 2>/dev/null
+	sed 's/^/   strongSwan side: /' "$STATE/gre-echo.out" | head -4
+	[[ $rc == 0 ]] || return 1
+	expect "$STATE/ours.out" "gre: echo 3 back through the SA: protocol 0x0800, .* payload intact" || return 1
+	local sas; sas=$(right_sas)
+	echo "   strongSwan: $(grep -o 'local-ts=\[[^]]*\]' <<<"$sas") $(grep -o 'packets-in=[0-9]*' <<<"$sas")"
+	grep -q "packets-in=3 " <<<"$sas"
+}
+
 ALL=(mm_init_aes128 mm_init_aes256_pfs mm_init_3des mm_resp_aes128 mm_resp_aes256_pfs
 	mm_resp_3des am_init am_resp delete_ours delete_theirs wrong_psk no_proposal
-	nat_init_keep nat_init_remap nat_keepalive nat_resp dpd_both_ways dpd_dead_backup)
+	nat_init_keep nat_init_remap nat_keepalive nat_resp gre_echo dpd_both_ways dpd_dead_backup)
 
 [[ -x "$IPSEC" ]] || { echo "build first: cargo build -p ipsec-std ($IPSEC missing)"; exit 1; }
 start=$(date +%s)
