@@ -222,6 +222,19 @@ fn topology_demo_output() {
         .expect("gw2 table")..];
     assert!(numbers_after(gw2, "#pkts decaps:")[0] > 0, "{gw2}");
     has(gw2, "#pkts replay failed (rcv): 0");
+    // The ISAKMP SA was synchronised too: gw2 holds it in QM_IDLE after the takeover.
+    has(
+        s6,
+        "vpn-gw2-east: HA takeover: 1 ISAKMP SA(s) imported from the synchronised state (QM_IDLE, nothing sent)",
+    );
+    let gw2_isakmp = &s6[s6
+        .find("vpn-gw2-east#show crypto isakmp sa")
+        .expect("gw2 isakmp table")..];
+    has(
+        gw2_isakmp,
+        "198.51.100.10   203.0.113.1     QM_IDLE              1    0 ACTIVE",
+    );
+    assert!(!s6.contains("not synchronised"), "{s6}");
 
     // 7. Idle timeout: SAs deleted, a DELETE sent, tables empty.
     let s7 = step(&s, 7);
@@ -231,12 +244,18 @@ fn topology_demo_output() {
         s7,
         "capture: UDP 203.0.113.1:40001 > 198.51.100.10:4500  non-ESP marker + ISAKMP Informational",
     );
-    has(s7, "vpn-gw2-east: %CRYPTO-6-IDLE: Inbound SA");
+    // gw2 holds the IKE SA, so it processes the spoke's DELETE.
+    assert!(
+        s7.lines()
+            .any(|l| l.contains("vpn-gw2-east: IPsec SA pair")
+                && l.ends_with("deleted (PeerDelete)")),
+        "{s7}"
+    );
     has(
         s7,
         "vpn-gw2-east: RRI: route 10.0.68.0/24 [1/0] via 203.0.113.1 tag 0 removed",
     );
     assert_eq!(s7.matches("(no IPsec SAs)").count(), 2, "{s7}");
     has(s7, "% Network not in table");
-    has(s7, "IPsec SA pairs: 0, IKE SAs: 0");
+    has(s7, "IPsec SA pairs: 0, IKE SAs: 1");
 }

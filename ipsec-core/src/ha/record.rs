@@ -196,10 +196,16 @@ pub struct SaUpdate<const W: usize> {
     pub progress: SaProgress<W>,
 }
 
-/// An IKE SA's state, opaque to this crate: `ipsec-ike` exports and imports the body.
+/// An IKE SA's state, opaque to this crate: `ipsec-ike` fills the body with
+/// `Ike::export_sa` on the active node (on phase-1 establishment and each sync tick) and
+/// the standby recreates the SA at takeover with `Ike::import_sa` (from
+/// [`HaSync::ike_records`](super::sync::HaSync::ike_records)), then re-attaches the child
+/// SAs with `Ike::import_child` (from the [`SaPairRecord`]s, which name their IKE SA by
+/// its cookies). The body is secret (it holds SKEYID_d/a/e): it only travels inside the
+/// encrypted sync channel. The layout is versioned and documented in `ipsec_ike::v1::ha`.
 ///
-/// The body must let the standby continue the IKE SA without renegotiation. It is
-/// expected to hold (the IKE crate owns the exact layout and versions it):
+/// The body lets the standby continue the IKE SA without renegotiation. It holds (the
+/// IKE crate owns the exact layout and versions it):
 ///
 /// * the cookies (CKY-I, CKY-R; also the record's key here) and our role (initiator or
 ///   responder), the peer's address and port and ours (after NAT-T floating);
@@ -207,13 +213,13 @@ pub struct SaUpdate<const W: usize> {
 ///   the peer's identity;
 /// * SKEYID_d (for Quick Mode keying material), SKEYID_a (HASH(1..3), Informational
 ///   hashes) and SKEYID_e (phase-1 and phase-2 encryption);
-/// * the phase-1 IV state: the last CBC block of the last phase-1 message, and the IVs
-///   of Informational and Quick Mode exchanges in flight (by message ID), plus the
-///   message IDs already used;
+/// * the phase-1 IV state: the last CBC block of the last phase-1 message (the base of
+///   every new per-message-ID IV) and the message IDs already used; exchanges in flight
+///   are not carried by `ipsec-ike` (the peer retries or re-initiates them);
 /// * the lifetime: remaining seconds and kilobytes, and whether a rekey is under way;
 /// * DPD (RFC 3706): our next R-U-THERE sequence number and the last one of the peer;
-/// * NAT-T: whether NAT was detected on which side, the floated ports, the keepalive
-///   interval;
+/// * NAT-T: whether NAT was detected on which side, the floated ports, draft or RFC
+///   encapsulation (the keepalive interval is configuration, the same on both nodes);
 /// * the crypto-map entry and peer-list position, so that failover keeps the peer order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IkeSaRecord<'a> {

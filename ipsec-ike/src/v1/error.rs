@@ -58,6 +58,10 @@ pub enum IkeError {
     TooLarge,
     /// The crypto provider failed (or does not implement a negotiated algorithm).
     Crypto(CryptoError),
+    /// The IKE SA is not established (only established SAs are exported for HA).
+    NotEstablished,
+    /// HA import data is truncated, of an unknown version, or holds a value out of range.
+    InvalidImport,
 }
 
 impl From<IkeWireError> for IkeError {
@@ -99,6 +103,8 @@ impl fmt::Display for IkeError {
             Self::InvalidConfig => f.write_str("invalid configuration value"),
             Self::TooLarge => f.write_str("message too large for the fixed buffers"),
             Self::Crypto(e) => write!(f, "crypto provider: {e}"),
+            Self::NotEstablished => f.write_str("IKE SA not established"),
+            Self::InvalidImport => f.write_str("invalid HA IKE SA import data"),
         }
     }
 }

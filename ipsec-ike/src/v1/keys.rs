@@ -329,6 +329,26 @@ impl<P: Prf> Phase1Keys<P> {
         )
     }
 
+    /// A schedule restored from its parts (HA import of an established IKE SA). SKEYID
+    /// itself is only needed for HASH_I/HASH_R during phase 1 and may be empty.
+    #[must_use]
+    pub const fn from_parts(
+        hash: HashAlg,
+        skeyid: PrfSecret,
+        skeyid_d: PrfSecret,
+        skeyid_a: PrfSecret,
+        skeyid_e: PrfSecret,
+    ) -> Self {
+        Self {
+            hash,
+            skeyid,
+            skeyid_d,
+            skeyid_a,
+            skeyid_e,
+            _prf: PhantomData,
+        }
+    }
+
     /// The negotiated hash (the PRF is HMAC of it).
     #[must_use]
     pub const fn hash_alg(&self) -> HashAlg {

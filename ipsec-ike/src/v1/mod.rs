@@ -18,6 +18,9 @@
 //! * [`dpd`]: Dead Peer Detection and IKE keepalives ([`IkeConfig::keepalive`]):
 //!   per-peer liveness fed by [`Ike::note_inbound`] / [`Ike::note_outbound`] in O(1),
 //!   R-U-THERE rounds, declaring a peer dead and failing over to the next peer.
+//! * [`ha`]: stateful failover: [`Ike::export_sa`] / [`Ike::import_sa`] carry an
+//!   established IKE SA to a standby node, [`Ike::import_child`] re-attaches its child
+//!   SAs from the HA SA-pair records.
 //! * `ike`: the SA table, retransmission (strongSwan-like backoff), duplicates, peer
 //!   failover, phase-1 rekey and expiry, child expiry, events and status.
 //!
@@ -44,6 +47,7 @@ mod config;
 pub mod dpd;
 mod error;
 mod events;
+pub mod ha;
 mod ike;
 mod info;
 pub mod keys;
@@ -63,6 +67,7 @@ pub use config::{
 pub use dpd::{DpdAction, DpdCounters, DpdStatus, DpdTable};
 pub use error::IkeError;
 pub use events::{ChildSa, DeleteReason, FailReason, IkeEvent, NatStatus};
+pub use ha::{ChildImport, EXPORT_VERSION, MAX_EXPORT_LEN};
 pub use ike::{Ike, IkeCounters, Transmit};
 pub use status::{Capabilities, ChildSaStatus, IsakmpSaStatus, IsakmpState, Role};
 

@@ -185,3 +185,207 @@ fn authenticated_quick_mode_with_an_unknown_payload_gets_invalid_payload_type() 
     assert_eq!(b.ipsec_status().count(), 1);
     let _ = sock(A);
 }
+
+// ------------------------------------------------------------ HA export/import --
+
+/// `a` (the peer) and `b` (the active node) after MM + QM; `c` is the standby node with
+/// b's IKE SA and child imported. Returns (a, c, a's conn id, c's conn id, now).
+fn failed_over(rng: &mut Rng) -> (T, T, u32, u32, Instant) {
+    let mut a = T::new(cfg(A, B, [10, 1], [10, 2]));
+    let mut b = T::new(cfg(B, A, [10, 2], [10, 1]));
+    let now = Instant::from_secs(10);
+    a.initiate(now, rng, 10).unwrap();
+    settle(&mut a, &mut b, rng, now, |_, _, _| {});
+    assert_eq!(b.ipsec_status().count(), 1);
+    let _ = events(&mut a);
+    let _ = events(&mut b);
+    let b_conn = b.isakmp_status().next().unwrap().conn_id;
+    let mut buf = [0u8; ha::MAX_EXPORT_LEN];
+    let later = now + Duration::from_secs(5);
+    let n = b.export_sa(later, b_conn, &mut buf).unwrap();
+    assert!(n <= ipsec_core::ha::record::MAX_IKE_BODY);
+    // b dies; c takes over.
+    let mut c = T::new(cfg(B, A, [10, 2], [10, 1]));
+    let c_conn = c.import_sa(later, &buf[..n]).unwrap();
+    assert_eq!(c_conn, b_conn);
+    let child = &b.children[0];
+    let sa = b.sas.iter().flatten().next().unwrap();
+    let mut ck = [0u8; 16];
+    ck[..8].copy_from_slice(&sa.cky_i);
+    ck[8..].copy_from_slice(&sa.cky_r);
+    let imp = ChildImport {
+        crypto_map: child.crypto_map,
+        ike_cookies: ck,
+        peer: child.peer.ip(),
+        inbound: child.inbound.clone(),
+        outbound: child.outbound.clone(),
+        lifetime_left: Some(Duration::from_secs(3000)),
+        pfs: None,
+    };
+    assert_eq!(c.import_child(later, &imp).unwrap(), c_conn);
+    let st = c.isakmp_status().next().unwrap();
+    assert_eq!(st.state, IsakmpState::QmIdle);
+    assert_eq!(st.remote, sock(A));
+    assert_eq!(st.local, sock(B));
+    let bs = b.isakmp_status().next().unwrap();
+    assert_eq!(st.role, bs.role);
+    assert_eq!(st.encryption, bs.encryption);
+    assert_eq!(c.ipsec_status().count(), 1);
+    // Import sends nothing and emits nothing.
+    assert!(c.poll_transmit(later, &mut [0u8; 2048]).is_none());
+    assert!(c.poll_event().is_none());
+    let a_conn = a.isakmp_status().next().unwrap().conn_id;
+    (a, c, a_conn, c_conn, later)
+}
+
+#[test]
+fn imported_sa_answers_dpd_and_probes() {
+    let mut rng = Rng(11);
+    let (mut a, mut c, a_conn, c_conn, now) = failed_over(&mut rng);
+    a.dpd_probe(now, &mut rng, a_conn).unwrap();
+    settle(&mut a, &mut c, &mut rng, now, |_, _, _| {});
+    assert_eq!(c.counters().dpd_answered, 1);
+    assert_eq!(a.counters().dpd_acks, 1);
+    c.dpd_probe(now, &mut rng, c_conn).unwrap();
+    settle(&mut a, &mut c, &mut rng, now, |_, _, _| {});
+    assert_eq!(a.counters().dpd_answered, 1);
+    assert_eq!(c.counters().dpd_acks, 1);
+    assert_eq!(a.counters().auth_failures + c.counters().auth_failures, 0);
+}
+
+#[test]
+fn imported_sa_runs_quick_mode_both_ways() {
+    let mut rng = Rng(12);
+    let (mut a, mut c, _, _, now) = failed_over(&mut rng);
+    // The peer rekeys its child.
+    let spi = a.children[0].inbound.spi;
+    a.rekey_child(now, &mut rng, spi).unwrap();
+    settle(&mut a, &mut c, &mut rng, now, |_, _, _| {});
+    assert_eq!(a.ipsec_status().count(), 2);
+    assert_eq!(c.ipsec_status().count(), 2);
+    let ev = events(&mut c);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, IkeEvent::ChildSaEstablished(_))),
+        "{ev:?}"
+    );
+    // The new node initiates.
+    let later = now + Duration::from_secs(1);
+    c.initiate(later, &mut rng, 10).unwrap();
+    settle(&mut a, &mut c, &mut rng, later, |_, _, _| {});
+    assert_eq!(a.ipsec_status().count(), 3);
+    assert_eq!(c.ipsec_status().count(), 3);
+    // No new phase 1 anywhere.
+    assert_eq!(a.isakmp_status().count(), 1);
+    assert_eq!(c.isakmp_status().count(), 1);
+    assert_eq!(a.counters().auth_failures + c.counters().auth_failures, 0);
+}
+
+#[test]
+fn imported_sa_processes_and_sends_delete() {
+    let mut rng = Rng(13);
+    let (mut a, mut c, _, _, now) = failed_over(&mut rng);
+    let _ = events(&mut a);
+    // The peer deletes its child: c removes the imported record.
+    let spi = a.children[0].inbound.spi;
+    a.delete_child(now, &mut rng, spi).unwrap();
+    settle(&mut a, &mut c, &mut rng, now, |_, _, _| {});
+    let ev = events(&mut c);
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            IkeEvent::ChildSaDeleted {
+                reason: DeleteReason::PeerDelete,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(c.ipsec_status().count(), 0);
+    // A new pair, deleted by the new node this time.
+    a.initiate(now, &mut rng, 10).unwrap();
+    settle(&mut a, &mut c, &mut rng, now, |_, _, _| {});
+    let _ = events(&mut a);
+    let spi = c.children[0].inbound.spi;
+    c.delete_child(now, &mut rng, spi).unwrap();
+    settle(&mut a, &mut c, &mut rng, now, |_, _, _| {});
+    let ev = events(&mut a);
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            IkeEvent::ChildSaDeleted {
+                reason: DeleteReason::PeerDelete,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(a.ipsec_status().count(), 0);
+    // And the IKE SA itself.
+    let c_conn = c.isakmp_status().next().unwrap().conn_id;
+    c.delete_ike_sa(now, &mut rng, c_conn).unwrap();
+    settle(&mut a, &mut c, &mut rng, now, |_, _, _| {});
+    assert_eq!(a.isakmp_status().count(), 0);
+}
+
+#[test]
+fn malformed_imports_are_rejected() {
+    let mut rng = Rng(14);
+    let mut a = T::new(cfg(A, B, [10, 1], [10, 2]));
+    let mut b = T::new(cfg(B, A, [10, 2], [10, 1]));
+    let now = Instant::from_secs(10);
+    a.initiate(now, &mut rng, 10).unwrap();
+    settle(&mut a, &mut b, &mut rng, now, |_, _, _| {});
+    let conn = a.isakmp_status().next().unwrap().conn_id;
+    let mut buf = [0u8; ha::MAX_EXPORT_LEN];
+    // Too short an output buffer.
+    assert_eq!(
+        a.export_sa(now, conn, &mut buf[..40]),
+        Err(IkeError::TooLarge)
+    );
+    assert_eq!(a.export_sa(now, 999, &mut buf), Err(IkeError::UnknownSa));
+    let n = a.export_sa(now, conn, &mut buf).unwrap();
+    let data = &buf[..n];
+    let mut c = T::new(cfg(A, B, [10, 1], [10, 2]));
+    // Every truncation.
+    for cut in 0..n {
+        assert_eq!(
+            c.import_sa(now, &data[..cut]),
+            Err(IkeError::InvalidImport),
+            "{cut}"
+        );
+    }
+    // Trailing data.
+    let mut long = data.to_vec();
+    long.push(0);
+    assert!(c.import_sa(now, &long).is_err());
+    // Wrong magic, version, length.
+    for at in [0usize, 4, 5, 6] {
+        let mut d = data.to_vec();
+        d[at] ^= 0x40;
+        assert_eq!(c.import_sa(now, &d), Err(IkeError::InvalidImport), "{at}");
+    }
+    // Every single-byte corruption: never a panic, and nothing half-imported.
+    for at in 0..n {
+        for x in [0x01u8, 0x80, 0xff] {
+            let mut d = data.to_vec();
+            d[at] ^= x;
+            let mut fresh = T::new(cfg(A, B, [10, 1], [10, 2]));
+            if fresh.import_sa(now, &d).is_err() {
+                assert_eq!(fresh.isakmp_status().count(), 0);
+            }
+        }
+    }
+    // Untouched: imports (twice: the second replaces the first).
+    let id = c.import_sa(now, data).unwrap();
+    assert_eq!(c.import_sa(now, data).unwrap(), id);
+    assert_eq!(c.isakmp_status().count(), 1);
+    // Not established: refused.
+    let mut d = T::new(cfg(A, B, [10, 1], [10, 2]));
+    d.initiate(now, &mut rng, 10).unwrap();
+    let half = d.isakmp_status().next().unwrap().conn_id;
+    assert_eq!(
+        d.export_sa(now, half, &mut buf),
+        Err(IkeError::NotEstablished)
+    );
+}

@@ -36,8 +36,8 @@ use ipsec_core::wire::ipv4::Ipv4Repr;
 use ipsec_core::wire::proto;
 use ipsec_core::{Duration, Instant};
 use ipsec_ike::v1::{
-    ChildSa, CryptoMapEntry, IkeConfig, IkeEvent, IsakmpPolicy, IsakmpState, Keepalive,
-    PresharedKey, Role, TransformSet,
+    ChildImport, ChildSa, CryptoMapEntry, IkeConfig, IkeEvent, IsakmpPolicy, IsakmpState,
+    Keepalive, PresharedKey, Role, TransformSet,
 };
 use ipsec_nat_t::{KeepaliveConfig as NatKeepaliveConfig, NatKeepalive, NatStatus as NatTStatus};
 use ipsec_soft_crypto::SoftCrypto;
@@ -334,7 +334,7 @@ impl Nat {
 /// The HA pieces of a hub gateway (ipsec-core's `ha` module).
 struct Ha {
     vrrp: Vrrp,
-    sync: HaSync<8>,
+    sync: HaSync<8, 4>,
     chan: Chan,
     rri: Rri<8, 8>,
     next_tick: Instant,
@@ -495,6 +495,8 @@ impl Node {
             }
             if ha.next_tick <= now {
                 ha.sync.tick(now, &*self.dp);
+                // The IKE SAs too (DPD sequence numbers, message IDs, lifetime left).
+                sync_ike(&self.ike, ha, now);
                 ha.next_tick = now + HA_TICK;
             }
         }
@@ -807,6 +809,9 @@ impl World {
                         "%CRYPTO-6-IKMP_SA_UP: ISAKMP SA conn-id {conn_id} is QM_IDLE: {local} <-> {peer}"
                     ),
                 );
+                if let Some(ha) = n.ha.as_deref_mut() {
+                    sync_ike(&n.ike, ha, now);
+                }
                 if nat.detected() {
                     let who = if nat.local_behind_nat {
                         "we are behind a NAT"
@@ -1035,6 +1040,25 @@ impl World {
             );
             if to == VrrpState::Master {
                 let report = ha.sync.activate(now, &mut *n.dp);
+                // The IKE SAs (QM_IDLE, nothing sent) and the child records they own.
+                let mut ike_sas = 0;
+                for r in ha.sync.ike_records() {
+                    if n.ike.import_sa(now, r.body).is_ok() {
+                        ike_sas += 1;
+                    }
+                }
+                for p in ha.sync.pairs() {
+                    let _ = n.ike.import_child(now, &ChildImport::from_ha_record(p));
+                }
+                if ike_sas > 0 {
+                    say(
+                        now,
+                        name,
+                        format!(
+                            "HA takeover: {ike_sas} ISAKMP SA(s) imported from the synchronised state (QM_IDLE, nothing sent)"
+                        ),
+                    );
+                }
                 for p in ha.sync.pairs() {
                     if let Some(sel) = p.inbound.selector {
                         let _ = ha.rri.sa_up(p.id(), &sel, p.peer);
@@ -1747,13 +1771,9 @@ fn step6_failover(w: &mut World) {
     w.show_ha(GW2);
     w.show_ipsec(GW2, true);
     w.show_isakmp(GW2, false);
-    println!(
-        "Phase-1 (ISAKMP) state is not synchronised by this build (ipsec-ike exports no IKE SA"
-    );
-    println!(
-        "records): gw2 carries the IPsec SAs with no IKE SA of its own. The spoke's IKE SA is"
-    );
-    println!("still QM_IDLE; DPD stays quiet because the ESP from gw2 is proof of life.");
+    println!("The ISAKMP SA was synchronised too (ipsec-ike export_sa/import_sa): gw2 holds the");
+    println!("spoke's IKE SA in QM_IDLE, answers DPD, Quick Mode and DELETE from the VIP with the");
+    println!("same cookies and keys; the spoke never noticed the failover.");
 }
 
 fn step7_idle(w: &mut World) {
@@ -1785,6 +1805,32 @@ fn step7_idle(w: &mut World) {
     println!(
         "The ISAKMP SA stays (as on IOS); a new packet would bring up new IPsec SAs with Quick Mode."
     );
+}
+
+/// Active HA node: exports every established IKE SA into the sync state (on
+/// `Phase1Established` and on each sync tick; unchanged bodies cost one copy).
+fn sync_ike(ike: &Ike, ha: &mut Ha, now: Instant) {
+    if ha.sync.role() != HaRole::Active {
+        return;
+    }
+    let sas: Vec<(u32, [u8; 16])> = ike
+        .isakmp_status()
+        .filter(|s| s.state == IsakmpState::QmIdle)
+        .map(|s| {
+            let mut c = [0u8; 16];
+            c[..8].copy_from_slice(&s.initiator_cookie);
+            c[8..].copy_from_slice(&s.responder_cookie);
+            (s.conn_id, c)
+        })
+        .collect();
+    let mut body = [0u8; ipsec_ike::v1::MAX_EXPORT_LEN];
+    for (conn_id, cookies) in sas {
+        // The export holds SKEYID_d/a/e: it only leaves over the encrypted channel.
+        if let Ok(n) = ike.export_sa(now, conn_id, &mut body) {
+            let _ = ha.sync.ike_updated(cookies, &body[..n]);
+        }
+    }
+    body.fill(0);
 }
 
 fn fmt_spis(s: &[(u32, u32)]) -> String {
