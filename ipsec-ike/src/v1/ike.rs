@@ -734,6 +734,25 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         Ok(())
     }
 
+    /// The phase-1 secrets of an established IKE SA, for a key log (like TLS's
+    /// SSLKEYLOGFILE): tools that must prove their keys equal a peer's debug log, or feed a
+    /// dissector, call this explicitly. Nothing in the library ever logs them.
+    ///
+    /// Returns `(CKY-I, CKY-R, SKEYID_d, SKEYID_a, SKEYID_e)`, or `None` if `conn_id` has
+    /// no keys yet.
+    #[must_use]
+    pub fn keylog_phase1(&self, conn_id: u32) -> Option<KeyLogPhase1<'_>> {
+        let sa = self.sas.iter().flatten().find(|sa| sa.conn_id == conn_id)?;
+        let c = sa.crypto.as_ref()?;
+        Some(KeyLogPhase1 {
+            cky_i: sa.cky_i,
+            cky_r: sa.cky_r,
+            skeyid_d: c.keys.skeyid_d().expose(),
+            skeyid_a: c.keys.skeyid_a().expose(),
+            skeyid_e: c.keys.skeyid_e().expose(),
+        })
+    }
+
     /// `show crypto isakmp sa detail`.
     pub fn isakmp_status(&self) -> impl Iterator<Item = IsakmpSaStatus> + '_ {
         let now = self.last_now;
@@ -1199,4 +1218,24 @@ fn write_out(
         dst,
         len: len + msg.len(),
     })
+}
+
+/// What [`Ike::keylog_phase1`] returns: secret, for key logs only.
+pub struct KeyLogPhase1<'a> {
+    /// The initiator cookie.
+    pub cky_i: [u8; 8],
+    /// The responder cookie.
+    pub cky_r: [u8; 8],
+    /// SKEYID_d (keys child SAs).
+    pub skeyid_d: &'a [u8],
+    /// SKEYID_a (authenticates IKE messages).
+    pub skeyid_a: &'a [u8],
+    /// SKEYID_e (encrypts IKE messages).
+    pub skeyid_e: &'a [u8],
+}
+
+impl core::fmt::Debug for KeyLogPhase1<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyLogPhase1").finish_non_exhaustive()
+    }
 }

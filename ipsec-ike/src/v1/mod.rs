@@ -68,7 +68,7 @@ pub use dpd::{DpdAction, DpdCounters, DpdStatus, DpdTable};
 pub use error::IkeError;
 pub use events::{ChildSa, DeleteReason, FailReason, IkeEvent, NatStatus};
 pub use ha::{ChildImport, EXPORT_VERSION, MAX_EXPORT_LEN};
-pub use ike::{Ike, IkeCounters, Transmit};
+pub use ike::{Ike, IkeCounters, KeyLogPhase1, Transmit};
 pub use status::{Capabilities, ChildSaStatus, IsakmpSaStatus, IsakmpState, Role};
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ pub struct ConnectArgs {
     /// --ping) through it and wait until the peer's side echoes them back.
     #[arg(long, default_value_t = 0)]
     gre_echo: u32,
-    /// TEST ONLY: append the negotiated ESP keys to this file, like SSLKEYLOGFILE, so
+    /// TEST ONLY: append the negotiated SKEYID_d/a/e and ESP keys to this file, like SSLKEYLOGFILE, so
     /// they can be compared with the peer's debug log. Never use on a real deployment.
     #[arg(long)]
     keylog: Option<PathBuf>,
@@ -490,6 +490,22 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                         "ike: phase 1 established conn {conn_id} local {local} peer {peer} nat local={} remote={}",
                         nat.local_behind_nat, nat.remote_behind_nat
                     );
+                    if let (Some(path), Some(k)) = (&a.keylog, ike.keylog_phase1(conn_id)) {
+                        let line = format!(
+                            "ike cky_i={} cky_r={} skeyid_d={} skeyid_a={} skeyid_e={}\n",
+                            hex::encode(k.cky_i),
+                            hex::encode(k.cky_r),
+                            hex::encode(k.skeyid_d),
+                            hex::encode(k.skeyid_a),
+                            hex::encode(k.skeyid_e)
+                        );
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .map_err(|e| e.to_string())?;
+                        f.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                    }
                     let status = NattStatus {
                         local_behind_nat: nat.local_behind_nat,
                         remote_behind_nat: nat.remote_behind_nat,

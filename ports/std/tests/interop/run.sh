@@ -66,6 +66,14 @@ keys_match() {
 	else
 		out_enc=$re out_auth=$ra in_enc=$ie in_auth=$ia
 	fi
+	# Phase 1: SKEYID_d/a/e as charon logged them (ike=4).
+	local d a e
+	d=$(awk '/^SKEYID_d /{print $2}' <<<"$theirs" | tail -1)
+	a=$(awk '/^SKEYID_a /{print $2}' <<<"$theirs" | tail -1)
+	e=$(awk '/^SKEYID_e /{print $2}' <<<"$theirs" | tail -1)
+	grep -q "skeyid_d=$d skeyid_a=$a skeyid_e=$e" "$ours_f" ||
+		{ echo "   SKEYID_d/a/e differ:"; grep '^ike' "$ours_f"; echo "$theirs" | grep SKEYID; return 1; }
+	echo "   phase-1 keys SKEYID_d/a/e equal charon's: d=${d:0:16}... a=${a:0:16}... e=${e:0:16}..."
 	grep -q "esp out .* enc=$out_enc auth=$out_auth" "$ours_f" &&
 		grep -q "esp in .* enc=$in_enc auth=$in_auth" "$ours_f" ||
 		{ echo "   ESP keys differ:"; cat "$ours_f"; echo "$theirs" | grep -E 'key'; return 1; }
