@@ -64,7 +64,8 @@ sec() { "$SIZE" -A "$ELF" | awk -v s="$1" '$1 == s { print $2; f = 1 } END { if 
 VT=$(sec .vector_table); TEXT=$(sec .text); RODATA=$(sec .rodata)
 DATA=$(sec .data); BSS=$(sec .bss); UNINIT=$(sec .uninit)
 
-# "size: <name>: <bytes>" and "stack: <phase>: <bytes>" lines printed by the firmware.
+# "size: <name>: <bytes>" (including the DPD state rows) and "stack: <phase>: <bytes>"
+# lines printed by the firmware.
 val() { sed -n "s/^$1: $2: \([0-9]*\).*/\1/p" "$3" | head -n1; }
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
 
@@ -80,9 +81,7 @@ echo "| **static RAM**: .data + .bss | $((DATA + BSS)) | $(kib $((DATA + BSS))) 
 sed -n 's/^size: \(.*\): \([0-9][0-9]*\)$/\1|\2/p' "$LOG" | while IFS='|' read -r name bytes; do
     echo "| \`$name\` | $bytes | $(kib "$bytes") |"
 done
-DPD=$(sed -n 's/^size: DPD state: \(.*\)/\1/p' "$LOG")
-echo "| DPD state | - | ${DPD:-?} |"
-for phase in "setup" "IKE handshake" "ESP path" "R-U-THERE probe"; do
+for phase in "setup" "IKE handshake" "ESP path" "DPD"; do
     b=$(val stack "$phase" "$LOG")
     echo "| **stack high-water**, $phase | $b | $(kib "$b") |"
 done
@@ -97,7 +96,7 @@ echo "### Time under QEMU (host wall clock, semihosting SYS_CLOCK, 10 ms resolut
 echo
 echo "| phase | MODP group 14 (default) | MODP group 2 (\`--features modp1024\`) |"
 echo "|---|---:|---:|"
-for phase in "setup" "IKE handshake" "ESP path" "R-U-THERE probe" "total"; do
+for phase in "setup" "IKE handshake" "ESP path" "DPD" "total"; do
     echo "| $phase | $(val time "$phase" "$LOG") ms | $(val time "$phase" "$LOG_DIR/modp1024.log") ms |"
 done
 echo "| IKE handshake stack high-water | $(val stack "IKE handshake" "$LOG") B | $(val stack "IKE handshake" "$LOG_DIR/modp1024.log") B |"

@@ -1,5 +1,10 @@
 //! One IPsec gateway (IKE control plane + ESP data plane + its RNG) and the in-memory
 //! "network" that carries IKE datagrams between two of them on a virtual clock.
+//!
+//! The gateway also does the port's share of Dead Peer Detection: the data plane reports
+//! every ESP packet it sealed for a peer ([`Node::esp_sent`] -> `Ike::note_outbound`)
+//! and every one it opened from a peer ([`Node::esp_received`] -> `Ike::note_inbound`),
+//! and a `ChildSaDeleted` event removes both directions of the pair from the data plane.
 
 use core::fmt::Debug;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -7,8 +12,9 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use cortex_m_semihosting::hprintln;
 use ipsec_core::dataplane::Dataplane;
 use ipsec_core::esp::EspSa;
+use ipsec_core::sadb::SaHandle;
 use ipsec_core::{Duration, Instant};
-use ipsec_ike::v1::{Ike, IkeEvent};
+use ipsec_ike::v1::{DeleteReason, Ike, IkeEvent};
 use ipsec_soft_crypto::SoftCrypto;
 
 use crate::rng::DemoRng;
@@ -54,16 +60,69 @@ pub struct Node {
     pub rng: DemoRng,
     /// The established IKE SA, once up.
     pub conn_id: Option<u32>,
-    /// Child SA pairs installed into the data plane.
+    /// Child SA pairs installed into the data plane (ever; deletions not subtracted).
     pub children: u32,
     /// `NegotiationFailed` events seen.
     pub failures: u32,
     /// Datagrams `handle_datagram` refused.
     pub rx_errors: u32,
+    /// What DPD did to this node's SAs.
+    pub dpd: DpdSeen,
+}
+
+/// The DPD events a node saw, in the order the control plane queued them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DpdSeen {
+    /// `PeerDead`: the peer, its last proof of life, and when it was declared dead.
+    pub dead: Option<(IpAddr, Instant, Instant)>,
+    /// `ChildSaDeleted` with `DeleteReason::DpdDead` (after `PeerDead`).
+    pub children_deleted: u32,
+    /// `Phase1Deleted` with `DeleteReason::DpdDead` (after the child SAs).
+    pub phase1_deleted: u32,
+    /// The events came in the documented order: `PeerDead`, then `ChildSaDeleted`,
+    /// then `Phase1Deleted`.
+    pub in_order: bool,
+    /// ESP SAs (either direction) removed from the data plane for `ChildSaDeleted`.
+    pub esp_removed: u32,
 }
 
 impl Node {
-    /// Drains the control plane's events: phase 1 up, child SAs into the data plane.
+    /// Data plane -> DPD: outbound SA `h` just sealed a packet for its peer. Returns
+    /// whether that armed an R-U-THERE (on demand: the peer was silent for the interval).
+    pub fn esp_sent(&mut self, now: Instant, h: SaHandle) -> bool {
+        let Some(peer) = self.dp.outbound_sa(h).and_then(|sa| sa.config().remote) else {
+            return false;
+        };
+        self.ike.note_outbound(now, peer)
+    }
+
+    /// Data plane -> DPD: inbound SA `h` just authenticated and opened a packet from its
+    /// peer: proof of life.
+    pub fn esp_received(&mut self, now: Instant, h: SaHandle) {
+        if let Some(peer) = self.dp.inbound_sa(h).and_then(|sa| sa.config().remote) {
+            self.ike.note_inbound(now, peer);
+        }
+    }
+
+    /// Removes the ESP SAs with these SPIs from the data plane; returns how many went.
+    fn remove_esp(&mut self, inbound_spi: u32, outbound_spi: u32) -> u32 {
+        let mut n = 0;
+        let inb = self.dp.inbound_sas().find(|(_, s)| s.spi() == inbound_spi);
+        if let Some(h) = inb.map(|(h, _)| h) {
+            n += u32::from(self.dp.remove_inbound(h).is_some());
+        }
+        let out = self
+            .dp
+            .outbound_sas()
+            .find(|(_, s)| s.spi() == outbound_spi);
+        if let Some(h) = out.map(|(h, _)| h) {
+            n += u32::from(self.dp.remove_outbound(h).is_some());
+        }
+        n
+    }
+
+    /// Drains the control plane's events: phase 1 up, child SAs into the data plane,
+    /// deleted child SAs out of it.
     pub fn drain_events(&mut self, now: Instant) -> Result<(), &'static str> {
         while let Some(ev) = self.ike.poll_event() {
             let t = now.as_millis();
@@ -119,6 +178,13 @@ impl Node {
                 IkeEvent::Phase1Deleted {
                     conn_id, reason, ..
                 } => {
+                    if self.conn_id == Some(conn_id) {
+                        self.conn_id = None;
+                    }
+                    if reason == DeleteReason::DpdDead {
+                        self.dpd.in_order &= self.dpd.children_deleted > 0;
+                        self.dpd.phase1_deleted += 1;
+                    }
                     hprintln!(
                         "  [{} t={}ms] phase 1 conn {} deleted: {:?}",
                         self.name,
@@ -129,15 +195,41 @@ impl Node {
                 }
                 IkeEvent::ChildSaDeleted {
                     inbound_spi,
+                    outbound_spi,
                     reason,
                     ..
                 } => {
+                    let removed = self.remove_esp(inbound_spi, outbound_spi);
+                    if reason == DeleteReason::DpdDead {
+                        self.dpd.in_order &=
+                            self.dpd.dead.is_some() && self.dpd.phase1_deleted == 0;
+                        self.dpd.children_deleted += 1;
+                        self.dpd.esp_removed += removed;
+                    }
                     hprintln!(
-                        "  [{} t={}ms] child SA {:#010x} deleted: {:?}",
+                        "  [{} t={}ms] child SA in {:#010x} / out {:#010x} deleted: {:?}; {} ESP SAs removed from the data plane",
                         self.name,
                         t,
                         inbound_spi,
-                        reason
+                        outbound_spi,
+                        reason,
+                        removed
+                    );
+                }
+                IkeEvent::PeerDead {
+                    peer,
+                    last_proof_of_life,
+                } => {
+                    self.dpd.in_order = self.dpd.dead.is_none()
+                        && self.dpd.children_deleted == 0
+                        && self.dpd.phase1_deleted == 0;
+                    self.dpd.dead = Some((peer, last_proof_of_life, now));
+                    hprintln!(
+                        "  [{} t={}ms] PeerDead: {} (last proof of life t={}ms)",
+                        self.name,
+                        t,
+                        peer,
+                        last_proof_of_life.as_millis()
                     );
                 }
                 IkeEvent::PeerChanged { from, to, .. } => {
@@ -185,7 +277,8 @@ impl Slot {
 pub struct Wire {
     pub now: Instant,
     pub latency: Duration,
-    /// A peer that silently drops everything sent to it (a dead peer).
+    /// A dead peer: everything sent to it is dropped, and it sends nothing (whatever it
+    /// queues is dropped too).
     pub silent: Option<Ipv4Addr>,
     pub sent: u32,
     pub dropped: u32,
@@ -252,6 +345,10 @@ impl Wire {
         };
         slot.used = false;
         let to_ip = slot.to.ip();
+        if self.silent.is_some_and(|s| slot.from.ip() == IpAddr::V4(s)) {
+            self.dropped += 1;
+            return true;
+        }
         let node = if to_ip == IpAddr::V4(a.addr) {
             a
         } else if to_ip == IpAddr::V4(b.addr) {
@@ -280,6 +377,49 @@ impl Wire {
         true
     }
 
+    /// The next thing due: a datagram arrival or a control-plane timer.
+    fn next_due(&self, a: &Node, b: &Node) -> Option<Instant> {
+        [
+            self.next_arrival(),
+            a.ike.poll_timeout(),
+            b.ike.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Moves queued datagrams onto the wire and drains both nodes' events.
+    fn settle(&mut self, a: &mut Node, b: &mut Node) -> Result<(), &'static str> {
+        self.collect(a);
+        self.collect(b);
+        a.drain_events(self.now)?;
+        b.drain_events(self.now)?;
+        Ok(())
+    }
+
+    /// One step: delivers a datagram due now, or advances the clock to the next arrival
+    /// or timer (never past `end`) and runs the due timers. `false`: nothing is due up
+    /// to `end`.
+    fn step(&mut self, a: &mut Node, b: &mut Node, end: Instant) -> Result<bool, &'static str> {
+        self.settle(a, b)?;
+        if self.deliver_one(a, b) {
+            return Ok(true);
+        }
+        let Some(next) = self.next_due(a, b).filter(|t| *t <= end) else {
+            return Ok(false);
+        };
+        if next > self.now {
+            self.now = next;
+        }
+        for n in [&mut *a, &mut *b] {
+            if n.ike.poll_timeout().is_some_and(|t| t <= self.now) {
+                n.ike.handle_timeout(self.now, &mut n.rng);
+            }
+        }
+        Ok(true)
+    }
+
     /// Runs the two nodes until `done` holds; gives up after `limit` of virtual time.
     pub fn run_until(
         &mut self,
@@ -290,38 +430,39 @@ impl Wire {
     ) -> Result<(), &'static str> {
         let end = self.now + limit;
         for _ in 0..20_000 {
-            self.collect(a);
-            self.collect(b);
-            a.drain_events(self.now)?;
-            b.drain_events(self.now)?;
+            self.settle(a, b)?;
             if done(a, b) {
                 return Ok(());
             }
-            if self.deliver_one(a, b) {
-                continue;
+            if !self.step(a, b, end)? {
+                return Err(if self.next_due(a, b).is_none() {
+                    "nothing left to do before the goal was reached"
+                } else {
+                    "virtual time limit reached"
+                });
             }
-            let next = [
-                self.next_arrival(),
-                a.ike.poll_timeout(),
-                b.ike.poll_timeout(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let Some(next) = next else {
-                return Err("nothing left to do before the goal was reached");
-            };
-            if next > end {
-                return Err("virtual time limit reached");
-            }
-            if next > self.now {
-                self.now = next;
-            }
-            for n in [&mut *a, &mut *b] {
-                if n.ike.poll_timeout().is_some_and(|t| t <= self.now) {
-                    n.ike.handle_timeout(self.now, &mut n.rng);
+        }
+        Err("too many simulation steps")
+    }
+
+    /// Runs everything due up to `end`, then sets the clock to `end`. `each` is called
+    /// after every step with both nodes and the time of that step (to watch counters).
+    pub fn run_to(
+        &mut self,
+        a: &mut Node,
+        b: &mut Node,
+        end: Instant,
+        mut each: impl FnMut(&Node, &Node, Instant),
+    ) -> Result<(), &'static str> {
+        for _ in 0..20_000 {
+            if !self.step(a, b, end)? {
+                self.settle(a, b)?;
+                if end > self.now {
+                    self.now = end;
                 }
+                return Ok(());
             }
+            each(a, b, self.now);
         }
         Err("too many simulation steps")
     }
