@@ -91,6 +91,14 @@ pub struct ChildSa {
     pub outbound: EspConfig,
     /// The inbound SA's old SPI when this pair rekeys another one.
     pub replaces: Option<u32>,
+    /// NAT-OA (RFC 3947 §5.2), for UDP-Encapsulated-Transport pairs when the peer sent
+    /// it: `(the peer's original address, our address as the peer saw it)`. After
+    /// decapsulating, a port fixes TCP/UDP checksums with
+    /// `ipsec_nat_t::checksum::fix_transport_checksum(packet,
+    /// FixupMethod::preferred(Some(OriginalAddrs { src: peer_original, dst: ours_seen })))`
+    /// (RFC 3948 §3.1.2); `None` (tunnel mode, no NAT, or no NAT-OA received) means
+    /// recompute instead.
+    pub nat_oa: Option<(IpAddr, IpAddr)>,
     pub(crate) inbound_keymat: Keymat,
     pub(crate) outbound_keymat: Keymat,
     pub(crate) enc_len: usize,
@@ -125,6 +133,7 @@ impl fmt::Debug for ChildSa {
             .field("inbound", &self.inbound)
             .field("outbound", &self.outbound)
             .field("replaces", &self.replaces)
+            .field("nat_oa", &self.nat_oa)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +206,20 @@ pub enum IkeEvent {
         /// When it last showed a sign of life.
         last_proof_of_life: Instant,
     },
+    /// The responder saw an authenticated Quick Mode or Informational message of this
+    /// IKE SA from a new address or port (the peer's NAT mapping changed, RFC 3947 §5):
+    /// IKE now sends to `to`. The child SAs of the IKE SA follow in the control plane
+    /// (status, HA export); the port must update its data plane SAs too: the UDP
+    /// encapsulation's `remote_port` (and a tunnel's `remote` address) of every SA pair
+    /// of `conn_id` whose peer was `from`.
+    PeerMoved {
+        /// The IKE SA.
+        conn_id: u32,
+        /// The peer's old address and port.
+        from: SocketAddr,
+        /// Where it is now.
+        to: SocketAddr,
+    },
 }
 
 /// An event as queued: small and `Copy`; a child SA is materialised (keys and all)
@@ -236,6 +259,11 @@ pub(crate) enum Queued {
     PeerDead {
         peer: IpAddr,
         last_proof_of_life: Instant,
+    },
+    PeerMoved {
+        conn_id: u32,
+        from: SocketAddr,
+        to: SocketAddr,
     },
 }
 

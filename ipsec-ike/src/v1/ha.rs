@@ -592,6 +592,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             expires: now + child.lifetime_left.unwrap_or(Duration::from_millis(NEVER)),
             pfs: child.pfs,
             lifetime_kb: child.inbound.lifetime.hard_bytes.map_or(0, |b| b / 1024),
+            nat_oa: None,
         };
         let conn_id = rec.conn_id;
         if let Some(c) = self

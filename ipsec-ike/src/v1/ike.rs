@@ -118,6 +118,37 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> core::fmt::Debu
     }
 }
 
+/// The responder got an authenticated message of IKE SA `conn_id` from `to` while it
+/// knew the peer at `from` (its NAT mapping changed): the child SAs follow (peer, UDP
+/// encapsulation port, tunnel endpoint) and the port is told with `PeerMoved`.
+pub(super) fn follow_peer<const CHILDREN: usize>(
+    events: &mut heapless::Deque<Queued, EVENT_QUEUE>,
+    counters: &mut IkeCounters,
+    children: &mut heapless::Vec<ChildRecord, CHILDREN>,
+    conn_id: u32,
+    from: SocketAddr,
+    to: SocketAddr,
+) {
+    if from == to {
+        return;
+    }
+    for c in children
+        .iter_mut()
+        .filter(|c| c.conn_id == conn_id && c.peer == from)
+    {
+        c.peer = to;
+        for cfg in [&mut c.inbound, &mut c.outbound] {
+            if let Some(u) = cfg.udp_encap.as_mut() {
+                u.remote_port = to.port();
+            }
+            if cfg.remote == Some(from.ip()) {
+                cfg.remote = Some(to.ip());
+            }
+        }
+    }
+    emit(events, counters, Queued::PeerMoved { conn_id, from, to });
+}
+
 pub(super) fn emit(
     events: &mut heapless::Deque<Queued, EVENT_QUEUE>,
     counters: &mut IkeCounters,
@@ -605,6 +636,7 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
                         inbound: c.inbound.clone(),
                         outbound: c.outbound.clone(),
                         replaces: c.replaces,
+                        nat_oa: c.nat_oa,
                         inbound_keymat: ik,
                         outbound_keymat: ok,
                         enc_len,
@@ -646,6 +678,9 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
                     peer,
                     last_proof_of_life,
                 },
+                Queued::PeerMoved { conn_id, from, to } => {
+                    IkeEvent::PeerMoved { conn_id, from, to }
+                }
             };
             return Some(ev);
         }

@@ -233,8 +233,16 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             .map_err(|_| IkeError::AuthenticationFailed)?;
         super::sa::remember(&mut sa.recent_mids, &mut sa.mid_next, mid);
         if sa.role == Role::Responder {
-            sa.remote = from;
+            let old = core::mem::replace(&mut sa.remote, from);
             sa.local = to;
+            super::ike::follow_peer(
+                &mut self.events,
+                &mut self.counters,
+                &mut self.children,
+                sa.conn_id,
+                old,
+                from,
+            );
         }
         let (cky_i, cky_r, peer) = (sa.cky_i, sa.cky_r, sa.remote);
         let mut ck = [0u8; 16];

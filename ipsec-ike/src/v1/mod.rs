@@ -12,7 +12,8 @@
 //!   responder; Vendor IDs (DPD, NAT-T RFC 3947 and drafts 02/03); NAT-D and floating
 //!   to port 4500 with the non-ESP marker.
 //! * `quick`: Quick Mode with optional PFS, proxy identities from the crypto map's
-//!   selector, proposals from its transform sets, KEYMAT per direction.
+//!   selector, proposals from its transform sets, KEYMAT per direction; NAT-OAi /
+//!   NAT-OAr for UDP-Encapsulated-Transport ([`ChildSa::nat_oa`], RFC 3947 §5.2).
 //! * `info`: Informational exchanges: DELETE (IPsec and ISAKMP), INITIAL-CONTACT,
 //!   error notifies, and R-U-THERE answered with R-U-THERE-ACK.
 //! * [`dpd`]: Dead Peer Detection and IKE keepalives ([`IkeConfig::keepalive`]):
@@ -30,6 +31,10 @@
 //!   retransmitted MM1 finds its SA by cookies; half-open SAs are bounded per peer and
 //!   in total ([`IkeConfig::max_half_open_per_peer`], [`IkeConfig::max_half_open`]),
 //!   refusals are counted.
+//! * The responder follows a NAT-T peer's new address or port (a NAT mapping that
+//!   changed) only on authenticated Quick Mode and Informational messages (an
+//!   R-U-THERE does); its child SAs follow and [`IkeEvent::PeerMoved`] tells the port
+//!   to update the data plane's UDP encapsulation port.
 //! * A retransmitted request (same bytes as the last message received in that
 //!   exchange) is answered from the stored reply and never reprocessed. Stored replies
 //!   live in fixed buffers inside the SA.

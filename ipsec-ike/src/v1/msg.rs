@@ -7,8 +7,8 @@ use super::IkeError;
 use super::keys::Iv;
 use crate::wire::consts::payload_type as pt;
 use crate::wire::{
-    DeleteRepr, HEADER_LEN, IdRepr, IkeWireError, NotifyRepr, PayloadRepr, Payloads, RawPayload,
-    SaRepr, validate_chain,
+    DeleteRepr, HEADER_LEN, IdRepr, IkeWireError, NatOaRepr, NotifyRepr, PayloadRepr, Payloads,
+    RawPayload, SaRepr, validate_chain,
 };
 
 /// The payloads of one message, by type.
@@ -29,6 +29,8 @@ pub struct Msg<'a> {
     pub vids: heapless::Vec<&'a [u8], 8>,
     pub notifies: heapless::Vec<NotifyRepr<'a>, 4>,
     pub deletes: heapless::Vec<DeleteRepr<'a>, 4>,
+    /// NAT-OA payloads in order (Quick Mode: NAT-OAi, NAT-OAr).
+    pub nat_oa: heapless::Vec<NatOaRepr, 2>,
 }
 
 /// Collects the chain in `area` (whose first payload has type `first`) for an
@@ -81,8 +83,9 @@ pub fn parse(exchange: u8, first: u8, area: &[u8]) -> Result<Msg<'_>, IkeWireErr
             }
             PayloadRepr::Notify(x) => m.notifies.push(x).map_err(|_| IkeWireError::Malformed)?,
             PayloadRepr::Delete(d) => m.deletes.push(d).map_err(|_| IkeWireError::Malformed)?,
-            // NAT-OA, CERT, CERT_REQ, SIG: allowed by the chain rules, not used.
-            PayloadRepr::NatOa(_) | PayloadRepr::Other { .. } => {}
+            PayloadRepr::NatOa(o) => m.nat_oa.push(o).map_err(|_| IkeWireError::Malformed)?,
+            // CERT, CERT_REQ, SIG: allowed by the chain rules, not used.
+            PayloadRepr::Other { .. } => {}
         }
     }
     if let Some(fe) = first_end {

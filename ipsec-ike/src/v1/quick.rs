@@ -6,6 +6,13 @@
 //! QM3 (I)  HASH(3)                                 HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b)
 //! ```
 //!
+//! With NAT-T active and transport mode (UDP-Encapsulated-Transport), both sides add
+//! NAT-OAi and NAT-OAr after the IDs (RFC 3947 §5.2; payload type 131 with the drafts):
+//! each sends the initiator's and the responder's address as it sees them. The
+//! initiator sends them when any of its transform sets is transport mode, the
+//! responder when it chose transport mode. What the peer sent ends up in
+//! [`ChildSa::nat_oa`](super::ChildSa::nat_oa) for the transport checksum fix-up.
+//!
 //! KEYMAT per direction uses the receiver's SPI: inbound keys use our SPI. The
 //! initiator reports the pair after sending QM3, the responder after receiving it; the
 //! responder retransmits QM2 until QM3 arrives, the initiator resends QM3 when QM2 is
@@ -36,9 +43,30 @@ use super::sa::{
 use super::status::Role;
 use crate::wire::vendor_id::NatTVariant;
 use crate::wire::{
-    HashRepr, HeaderRepr, KeRepr, MessageBuilder, NonceRepr, NotifyRepr, PayloadRepr, doi,
-    exchange_type, flags, notify, payload_type, protocol_id,
+    HashRepr, HeaderRepr, KeRepr, MessageBuilder, NatOaRepr, NonceRepr, NotifyRepr, PayloadRepr,
+    doi, exchange_type, flags, notify, payload_type, protocol_id,
 };
+
+/// Pushes NAT-OAi and NAT-OAr.
+fn push_nat_oa(
+    b: &mut MessageBuilder<'_>,
+    initiator: IpAddr,
+    responder: IpAddr,
+    draft: bool,
+) -> Result<(), IkeError> {
+    for addr in [initiator, responder] {
+        b.push(&PayloadRepr::NatOa(NatOaRepr { addr, draft }))?;
+    }
+    Ok(())
+}
+
+/// The received NAT-OAi and NAT-OAr, if both are there.
+fn received_nat_oa(m: &msg::Msg<'_>) -> Option<(IpAddr, IpAddr)> {
+    match m.nat_oa.as_slice() {
+        [i, r] => Some((i.addr, r.addr)),
+        _ => None,
+    }
+}
 
 fn qm_header(sa_cky: ([u8; 8], [u8; 8]), mid: u32) -> HeaderRepr {
     HeaderRepr {
@@ -110,6 +138,15 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let udp = sa
             .natt_active()
             .then(|| sa.peer_natt == Some(NatTVariant::Draft));
+        // NAT-OA when UDP-Encapsulated-Transport may be chosen.
+        let nat_oa = udp
+            .filter(|_| {
+                entry
+                    .transform_sets
+                    .iter()
+                    .any(|ts| matches!(ts.mode, Mode::Transport))
+            })
+            .map(|draft| (sa.local.ip(), sa.remote.ip(), draft));
         let n = write_phase2_sa(&mut self.scratch, entry, spi, udp)?;
         let sa_body = self.scratch.get(..n).unwrap_or(&[]);
         let selector = req.selector.unwrap_or(entry.selector);
@@ -143,6 +180,9 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         }
         b.push(&PayloadRepr::Id(idci))?;
         b.push(&PayloadRepr::Id(idcr))?;
+        if let Some((i, r, draft)) = nat_oa {
+            push_nat_oa(&mut b, i, r, draft)?;
+        }
         let (h, rest) = b.split_at(hs)?;
         let d = crypto.keys.quick_hash1(mid, rest)?;
         h.copy_from_slice(d.as_slice());
@@ -269,8 +309,16 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let m = msg::parse(exchange_type::QUICK_MODE, hdr.next_payload, pt)?;
         super::sa::remember(&mut sa.recent_mids, &mut sa.mid_next, mid);
         if sa.role == Role::Responder {
-            sa.remote = from;
+            let old = core::mem::replace(&mut sa.remote, from);
             sa.local = to;
+            super::ike::follow_peer(
+                &mut self.events,
+                &mut self.counters,
+                &mut self.children,
+                sa.conn_id,
+                old,
+                from,
+            );
         }
         let peer = sa.remote;
         let natt = sa.natt_active();
@@ -379,7 +427,14 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             q.gxy = Some(dh_shared(&dh, g, their)?);
             ke_len = dh.public_key(&mut ke)?;
         }
-        let _ = natt;
+        // UDP-Encapsulated-Transport: keep the initiator's NAT-OA (NAT-OAi is its
+        // original address, NAT-OAr ours as it saw it) and answer with our view.
+        let transport = natt && !choice.esp.mode.is_tunnel();
+        if transport {
+            q.nat_oa = received_nat_oa(&m);
+        }
+        let draft = sa.peer_natt == Some(NatTVariant::Draft);
+        let (remote_ip, local_ip) = (sa.remote.ip(), sa.local.ip());
         let cky = (sa.cky_i, sa.cky_r);
         let Some(qs) = sa.qm.get_mut(slot) else {
             return Err(IkeError::Busy);
@@ -397,6 +452,9 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         if !q.idci.is_empty() {
             b.push_raw(payload_type::ID, q.idci.as_slice())?;
             b.push_raw(payload_type::ID, q.idcr.as_slice())?;
+        }
+        if transport {
+            push_nat_oa(&mut b, remote_ip, local_ip, draft)?;
         }
         let (h, rest) = b.split_at(hs)?;
         let d = crypto.keys.quick_hash2(mid, q.ni.as_slice(), rest)?;
@@ -478,6 +536,8 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             q.gxy = Some(dh_shared(dh, g, their)?);
         }
         q.nr.set(nr)?;
+        // The responder's NAT-OAi is our address as it saw it, NAT-OAr its own.
+        q.nat_oa = received_nat_oa(&m).map(|(i, r)| (r, i));
         q.esp = Some(esp);
         q.ts_index = ts_index;
         q.spi_out = spi_out;
@@ -568,8 +628,16 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
             .verify(h)
             .map_err(|_| IkeError::AuthenticationFailed)?;
         if sa.role == Role::Responder {
-            sa.remote = from;
+            let old = core::mem::replace(&mut sa.remote, from);
             sa.local = to;
+            super::ike::follow_peer(
+                &mut self.events,
+                &mut self.counters,
+                &mut self.children,
+                sa.conn_id,
+                old,
+                from,
+            );
         }
         let child = make_child(sa, s, &self.config, now);
         let Some(Some(q)) = sa.qm.get_mut(s) else {
@@ -705,6 +773,22 @@ fn make_child<P: CryptoProvider>(
     } else {
         Mode::Transport
     };
+    let nat_oa = match (mode, udp_encap) {
+        (Mode::Transport, Some(_)) => q.nat_oa,
+        _ => None,
+    };
+    // UDP-Encapsulated-Transport: the peer's proxy identity is its original (private)
+    // address (NAT-OAi/r), but its packets arrive with the NAT's: the SAs' selector
+    // uses the address IKE sees instead (as strongSwan and racoon do).
+    let mut selector = selector;
+    let peer_ip = sa.remote.ip();
+    if matches!(mode, Mode::Transport)
+        && udp_encap.is_some()
+        && selector.remote.start() == selector.remote.end()
+        && selector.remote.start() != peer_ip
+    {
+        selector.remote = AddrRange::host(peer_ip);
+    }
     let cfg = |spi, direction| {
         let mut c = match mode {
             Mode::Tunnel => EspConfig::tunnel(spi, direction, transform, local, remote),
@@ -727,5 +811,6 @@ fn make_child<P: CryptoProvider>(
         expires: now + Duration::from_secs(secs),
         pfs: q.pfs,
         lifetime_kb: kb,
+        nat_oa,
     })
 }

@@ -1,7 +1,7 @@
 //! The state the control plane keeps: IKE SAs with their Quick Mode exchanges, child
 //! SA records, transmit slots, and small fixed-size helpers. All inline, no heap.
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use hal_traits::{
     CbcCipher, CipherAlg, CryptoError, CryptoProvider, DhGroup, HashAlg, MAX_DH_LEN, Prf,
@@ -298,6 +298,8 @@ pub struct QuickMode<P: CryptoProvider> {
     pub linger: Option<Instant>,
     /// Responder: when an unanswered exchange is given up.
     pub deadline: Option<Instant>,
+    /// NAT-OA received: (the peer's original address, ours as the peer saw it).
+    pub nat_oa: Option<(IpAddr, IpAddr)>,
 }
 
 impl<P: CryptoProvider> QuickMode<P> {
@@ -328,6 +330,7 @@ impl<P: CryptoProvider> QuickMode<P> {
             last_rx: None,
             linger: None,
             deadline: None,
+            nat_oa: None,
         }
     }
 }
@@ -492,6 +495,8 @@ pub struct ChildRecord {
     pub expires: Instant,
     pub pfs: Option<DhGroup>,
     pub lifetime_kb: u64,
+    /// NAT-OA: (the peer's original address, ours as the peer saw it).
+    pub nat_oa: Option<(IpAddr, IpAddr)>,
 }
 
 /// A queued one-shot datagram.

@@ -142,7 +142,14 @@ pub struct Nat {
     pub public: IpAddr,
     /// Remap source ports (like `masquerade random`) or keep them.
     pub remap: bool,
-    map: Vec<(SocketAddr, u16)>,
+    /// Mappings unused (in either direction) for this long are dropped; a later
+    /// outbound packet creates a new one (with a new public port when remapping).
+    pub idle_timeout: Option<Duration>,
+    /// Inbound packets dropped for lack of a mapping.
+    pub dropped: u64,
+    /// (inside socket, public port, last used).
+    map: Vec<(SocketAddr, u16, Instant)>,
+    next_port: u16,
 }
 
 impl Nat {
@@ -151,33 +158,64 @@ impl Nat {
             inside: v4(inside),
             public: v4(public),
             remap,
+            idle_timeout: None,
+            dropped: 0,
             map: Vec::new(),
+            next_port: 40_000,
         }
     }
 
-    fn out(&mut self, src: SocketAddr) -> SocketAddr {
-        if let Some((_, p)) = self.map.iter().find(|(s, _)| *s == src) {
+    /// With an idle timeout per mapping.
+    pub fn with_idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = Some(t);
+        self
+    }
+
+    /// Drops the mappings idle for `idle_timeout` at `now`.
+    pub fn expire(&mut self, now: Instant) {
+        if let Some(t) = self.idle_timeout {
+            self.map.retain(|(_, _, used)| *used + t > now);
+        }
+    }
+
+    /// Forgets the mapping of `inside` (as after a timeout or a NAT reboot): its next
+    /// outbound packet gets a new one.
+    pub fn forget(&mut self, inside: SocketAddr) {
+        self.map.retain(|(s, _, _)| *s != inside);
+    }
+
+    fn out(&mut self, src: SocketAddr, now: Instant) -> SocketAddr {
+        self.expire(now);
+        if let Some((_, p, used)) = self.map.iter_mut().find(|(s, _, _)| *s == src) {
+            *used = now;
             return SocketAddr::new(self.public, *p);
         }
         let p = if self.remap {
-            40_000 + self.map.len() as u16
+            self.next_port += 1;
+            self.next_port - 1
         } else {
             src.port()
         };
-        self.map.push((src, p));
+        self.map.push((src, p, now));
         SocketAddr::new(self.public, p)
     }
 
-    fn back(&self, dst: SocketAddr) -> Option<SocketAddr> {
-        self.map
-            .iter()
-            .find(|(_, p)| *p == dst.port())
-            .map(|(s, _)| *s)
+    fn back(&mut self, dst: SocketAddr, now: Instant) -> Option<SocketAddr> {
+        self.expire(now);
+        let Some((s, _, used)) = self.map.iter_mut().find(|(_, p, _)| *p == dst.port()) else {
+            self.dropped += 1;
+            return None;
+        };
+        *used = now;
+        Some(*s)
     }
 
     /// The public port of an inside socket, if mapped.
     pub fn public_port(&self, inside: SocketAddr) -> Option<u16> {
-        self.map.iter().find(|(s, _)| *s == inside).map(|(_, p)| *p)
+        self.map
+            .iter()
+            .find(|(s, _, _)| *s == inside)
+            .map(|(_, p, _)| *p)
     }
 }
 
@@ -207,6 +245,8 @@ pub struct Net {
     pub tamper: Option<Tamper>,
     /// Addresses that silently drop everything (a dead peer).
     pub black_holes: Vec<IpAddr>,
+    /// Every datagram delivered to a node (after the NAT): (time, from, to, bytes).
+    pub delivered: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     seq: u64,
 }
 
@@ -225,6 +265,7 @@ impl Net {
             log: Vec::new(),
             tamper: None,
             black_holes: Vec::new(),
+            delivered: Vec::new(),
             seq: 0,
         }
     }
@@ -262,6 +303,12 @@ impl Net {
         r
     }
 
+    /// Sends a datagram that is not IKE's (ESP in UDP, a NAT keepalive) through the
+    /// network; it is logged in `delivered` and handed to the node's IKE like any other.
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        self.send(from, to, data);
+    }
+
     fn send(&mut self, mut from: SocketAddr, to: SocketAddr, mut data: Vec<u8>) {
         self.log.push((self.now, from, to, data.len()));
         if let Some(t) = self.tamper.as_mut() {
@@ -274,7 +321,7 @@ impl Net {
         }
         if let Some(nat) = self.nat.as_mut() {
             if from.ip() == nat.inside {
-                from = nat.out(from);
+                from = nat.out(from, self.now);
             }
         }
         let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
@@ -319,9 +366,10 @@ impl Net {
         while self.queue.first().is_some_and(|p| p.at <= self.now) {
             let p = self.queue.remove(0);
             let mut to = p.to;
-            if let Some(nat) = self.nat.as_ref() {
+            let now = self.now;
+            if let Some(nat) = self.nat.as_mut() {
                 if to.ip() == nat.public {
-                    match nat.back(to) {
+                    match nat.back(to, now) {
                         Some(inside) => to = inside,
                         None => continue,
                     }
@@ -330,8 +378,8 @@ impl Net {
             if self.black_holes.contains(&to.ip()) {
                 continue;
             }
-            let now = self.now;
             if let Some(n) = self.nodes.iter_mut().find(|n| n.addr == to.ip()) {
+                self.delivered.push((now, p.from, to, p.data.clone()));
                 if let Err(e) = n.ike.handle_datagram(now, &mut n.rng, p.from, to, &p.data) {
                     n.errors.push(e);
                 }
