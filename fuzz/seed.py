@@ -26,6 +26,7 @@ from pathlib import Path
 
 FUZZ = Path(__file__).resolve().parent
 DATA = FUZZ.parent / "ipsec-core" / "tests" / "data"
+IKE_DATA = FUZZ.parent / "ipsec-ike" / "tests" / "data"
 CORPUS = FUZZ / "corpus"
 NAME_OK = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -296,6 +297,353 @@ def replay_window(w):
         w.write(t, name, data)
 
 
+# ---------------------------------------------------------------- ISAKMP captures --
+
+def pcap_udp(path):
+    """(frame, sport, dport, UDP payload) of every unfragmented IPv4/UDP frame of a
+    classic pcap (Ethernet or Linux cooked), like ipsec-ike/tests/common/mod.rs."""
+    b = path.read_bytes()
+    magic = struct.unpack("<I", b[:4])[0]
+    if magic in (0xA1B2C3D4, 0xA1B23C4D):
+        e = "<"
+    elif magic in (0xD4C3B2A1, 0x4D3CB2A1):
+        e = ">"
+    else:
+        sys.exit(f"{path}: not a classic pcap")
+    link = struct.unpack(e + "I", b[20:24])[0]
+    off, frame, out = 24, 0, []
+    while off + 16 <= len(b):
+        incl = struct.unpack(e + "I", b[off + 8:off + 12])[0]
+        pkt = b[off + 16:off + 16 + incl]
+        off += 16 + incl
+        frame += 1
+        if link == 1:
+            et, l3 = struct.unpack(">H", pkt[12:14])[0], 14
+            if et == 0x8100:
+                et, l3 = struct.unpack(">H", pkt[16:18])[0], 18
+        elif link == 113:
+            et, l3 = struct.unpack(">H", pkt[14:16])[0], 16
+        else:
+            sys.exit(f"{path}: link type {link}")
+        if et != 0x0800:
+            continue
+        ip = pkt[l3:]
+        ihl = (ip[0] & 0x0F) * 4
+        frag = struct.unpack(">H", ip[6:8])[0]
+        if ip[9] != 17 or frag & 0x3FFF:
+            continue
+        udp_ = ip[ihl:]
+        sport, dport, ulen = struct.unpack(">HHH", udp_[:6])
+        out.append((frame, sport, dport, udp_[8:ulen]))
+    return out
+
+
+def ike_datagrams(capture):
+    """Every ISAKMP datagram of a capture: UDP 500, or UDP 4500 behind the non-ESP
+    marker (stripped); keepalives and ESP-in-UDP are skipped."""
+    out = []
+    for frame, sport, dport, data in pcap_udp(IKE_DATA / "captures" / capture):
+        if 4500 in (sport, dport):
+            if len(data) < 4 or data[:4] != b"\0\0\0\0":
+                continue
+            data = data[4:]
+        elif 500 not in (sport, dport):
+            continue
+        out.append((frame, data))
+    return out
+
+
+def ike_load(name):
+    return json.loads((IKE_DATA / name).read_text())
+
+
+def decrypted(message, plaintext):
+    """The header of `message` with the E flag cleared and the length fixed, then the
+    decrypted payload area: what the state machine iterates after decryption."""
+    hdr = bytearray(message[:28])
+    hdr[19] &= 0xFE
+    hdr[24:28] = struct.pack(">I", 28 + len(plaintext))
+    return bytes(hdr) + plaintext
+
+
+def captures():
+    return sorted(p.name for p in (IKE_DATA / "captures").glob("*.pcap*"))
+
+
+def isakmp_parse(w):
+    t = "isakmp_parse"
+    w.reset(t)
+    for cap in captures():
+        stem = cap.split(".")[0].lower().replace("_", "-")
+        for frame, data in ike_datagrams(cap):
+            w.write(t, f"{stem}-frame{frame}", b"\0" + data)
+    rub = ike_load("ikev1_mainmode_psk_rubnds.json")
+    mm = rub["main_mode_exchange"]
+    msgs = {k: bytes.fromhex(v) for k, v in mm["messages"].items()}
+    w.write(t, "rubnds-m5-decrypted", b"\0" + decrypted(msgs["m5"], bytes.fromhex(mm["m5_plaintext"])))
+    w.write(t, "rubnds-m6-decrypted", b"\0" + decrypted(msgs["m6"], bytes.fromhex(mm["m6_plaintext"])))
+    qm = mm["quick_mode"]
+    for k in ("qm1", "qm2", "qm3"):
+        w.write(t, f"rubnds-{k}-decrypted",
+                b"\0" + decrypted(msgs[k], bytes.fromhex(qm[k + "_plaintext"])))
+    s2 = rub["session2_mainmode_plus_informational"]
+    w.write(t, "rubnds-session2-info-decrypted",
+            b"\0" + decrypted(bytes.fromhex(s2["messages"]["info"]),
+                              bytes.fromhex(s2["informational"]["plaintext"])))
+    ref = ike_load("natt_dpd_gre_reference.json")
+    for k, m in ref["synthetic_dpd"]["messages"].items():
+        w.write(t, f"dpd-{k.replace('_', '-')}-decrypted",
+                b"\0" + decrypted(bytes.fromhex(m["message"]), bytes.fromhex(m["plaintext_padded"])))
+    certs = ike_load("ikev1_certs_pcap_decryption.json")
+    frames = dict(ike_datagrams("ikev1-certs.pcap"))
+    for f in certs["decryption"]["frames"]:
+        msg = frames.get(f["frame"])
+        if msg is not None:
+            w.write(t, f"certs-frame{f['frame']}-decrypted",
+                    b"\0" + decrypted(msg, bytes.fromhex(f["plaintext"])))
+    # Payload mode: type, body.
+    w.write(t, "payload-sa-rubnds", b"\1\1" + bytes.fromhex(mm["sai_b"]))
+    w.write(t, "payload-id-rubnds", b"\1\5" + bytes.fromhex(mm["idii_b"]))
+    w.write(t, "payload-id-v6-subnet", b"\1\5" + bytes([6, 17, 1, 244]) + bytes(range(32)))
+    w.write(t, "payload-id-fqdn", b"\1\5" + bytes([2, 0, 0, 0]) + b"vpn.example")
+    w.write(t, "payload-notify-r-u-there",
+            b"\1\x0b" + bytes.fromhex("000000010110 8d28".replace(" ", ""))
+            + bytes.fromhex(mm["cky_i"] + mm["cky_r"]) + b"\x12\x34\x56\x78")
+    w.write(t, "payload-delete-esp", b"\1\x0c" + bytes([0, 0, 0, 1, 3, 4, 0, 2]) + bytes(range(8)))
+    w.write(t, "payload-nat-oa-v4", b"\1\x15" + bytes([1, 0, 0, 0, 10, 0, 3, 1]))
+    w.write(t, "payload-nat-oa-draft-v6", b"\1\x83" + bytes([5, 0, 0, 0]) + bytes(range(16)))
+    w.write(t, "payload-nat-d-draft", b"\1\x82" + bytes(range(20)))
+    # An ESP proposal with a TLV life duration, PFS group and a UDP-tunnel mode.
+    attrs = (bytes.fromhex("80010001") + bytes.fromhex("00020004") + struct.pack(">I", 86400)
+             + bytes.fromhex("80030002 80040003 80050002 80060080".replace(" ", "")))
+    tr = bytes([0, 0]) + struct.pack(">H", 4 + 4 + len(attrs)) + bytes([1, 12, 0, 0]) + attrs
+    prop = (bytes([0, 0]) + struct.pack(">H", 4 + 8 + len(tr)) + bytes([1, 3, 4, 1])
+            + b"\x12\x34\x56\x78" + tr)
+    w.write(t, "payload-sa-esp-aes-pfs-udp-tunnel", b"\1\1" + bytes.fromhex("0000000100000001") + prop)
+
+
+# -------------------------------------------------------------- IKE state machine --
+
+IKE_FLAGS = {"constant": 0x01, "aggressive": 0x02, "pfs": 0x04, "keepalive": 0x08,
+             "transport": 0x10, "nat": 0x20, "no-natt": 0x40, "3des-md5": 0x80}
+EXCHANGE = bytes([6, 0]) + bytes([0, 1]) * 10  # initiate on I, then deliver both ways
+
+
+def ike_ops(*parts):
+    return b"".join(parts)
+
+
+def op_time_ms(ms):
+    return bytes([4]) + struct.pack(">H", ms)
+
+
+def op_time_s(s):
+    return bytes([5]) + struct.pack(">H", s)
+
+
+def op_inject(src, data):
+    return bytes([3, src]) + struct.pack(">H", len(data)) + data
+
+
+def ike_responder(w):
+    t = "ike_responder"
+    w.reset(t)
+    f = IKE_FLAGS
+    configs = {
+        "main-fold": 0,
+        "main-constant": f["constant"],
+        "aggressive-constant": f["aggressive"] | f["constant"],
+        "main-pfs-transport": f["pfs"] | f["transport"],
+        "nat-float-constant": f["nat"] | f["constant"],
+        "nat-aggressive-keepalive": f["nat"] | f["aggressive"] | f["keepalive"] | f["constant"],
+        "3des-md5-no-natt": f["3des-md5"] | f["no-natt"],
+        "all-flags": 0xFF,
+    }
+    for name, flags in configs.items():
+        w.write(t, name + "-exchange", bytes([flags]) + EXCHANGE + op_time_ms(100))
+    c = f["constant"]
+    seeds = {
+        # Up, then rekey the child, delete it, DPD probe, delete the IKE SA.
+        "lifecycle-constant": ike_ops(bytes([c]), EXCHANGE, bytes([9, 0, 0]), bytes([0, 1]) * 4,
+                                      bytes([7, 1, 0]), bytes([0, 1]), bytes([10, 0, 0]),
+                                      bytes([0, 1]) * 2, bytes([8, 1, 0]), bytes([0, 1]) * 2),
+        # Lost and retransmitted messages: drop, time, duplicates, replays.
+        "loss-retransmit": ike_ops(bytes([0]), bytes([6, 0, 0, 12, 0]), op_time_ms(600),
+                                   bytes([0, 11, 1, 0, 13, 0, 1, 0, 1, 12, 1]), op_time_ms(1000),
+                                   bytes([0, 1]) * 8),
+        # Tampered messages in flight (constant PRF: the hashes stay valid).
+        "tamper-constant": ike_ops(bytes([c, 6, 0, 0, 1, 0, 1]), bytes([2, 0, 40, 0x10]),
+                                   bytes([1, 0]), bytes([15, 0, 60, 0x01]), bytes([0, 1]) * 6),
+        # Lifetimes: child (600 s) and phase 1 (3600 s) expire, keepalives run.
+        "expiry-keepalive": ike_ops(bytes([c | f["keepalive"]]), EXCHANGE, op_time_s(30),
+                                    bytes([0, 1]) * 3, op_time_s(700), bytes([0, 1]) * 3,
+                                    op_time_s(3600), bytes([0, 1]) * 3),
+        # Both sides initiate at once; then R initiates again.
+        "simultaneous": ike_ops(bytes([c, 6, 0, 6, 1]), bytes([0, 1]) * 12, bytes([6, 1]),
+                                bytes([0, 1]) * 6),
+        # Half-open SAs from other peers fill the table.
+        "half-open-flood": ike_ops(bytes([0]), *(bytes([6, 0, 12, 0]) for _ in range(2)),
+                                   op_time_s(40), bytes([0, 1]) * 4),
+    }
+    for name, data in seeds.items():
+        w.write(t, name, data)
+    # Captured datagrams injected at R from the other peers (and at I).
+    for cap in ["ipsec-ikev1-isakmp-main-mode.pcap", "ipsec-ikev1-isakmp-aggressive-mode.pcap",
+                "ikev1_rubnds_mainmode_quickmode_reframed.pcap", "ipsec.cap",
+                "ipsec-ikev1-payload-bad-length.pcap"]:
+        dg = ike_datagrams(cap)
+        stem = cap.split(".")[0].lower().replace("_", "-")
+        ops = b"".join(op_inject(2, d) + bytes([0, 1]) for _, d in dg[:6])
+        w.write(t, f"inject-{stem}", bytes([c]) + ops)
+    rub = ike_load("ikev1_mainmode_psk_rubnds.json")["main_mode_exchange"]["messages"]
+    w.write(t, "inject-rubnds-m1-then-exchange",
+            bytes([0]) + op_inject(0, bytes.fromhex(rub["m1"])) + EXCHANGE
+            + op_inject(1, b"\0\0\0\0" + bytes.fromhex(rub["qm1"]))
+            + bytes([14]) + struct.pack(">H", len(bytes.fromhex(rub["m2"]))) + bytes.fromhex(rub["m2"]))
+
+
+# ----------------------------------------------------------------------- NAT-T --
+
+def natt_demux(w):
+    t = "natt_demux"
+    w.reset(t)
+    cap = FUZZ.parent / "ipsec-nat-t" / "tests" / "data" / "synthetic_natt_keepalive_nonesp_marker_espinudp.pcap"
+    for frame, sport, dport, data in pcap_udp(cap):
+        w.write(t, f"demux-synthetic-frame{frame}", b"\0" + data)
+    for frame, data in ike_datagrams("ipsec-ikev1-isakmp-main-mode.pcap")[:2]:
+        w.write(t, f"demux-framed-main-mode-frame{frame}", b"\0" + b"\0\0\0\0" + data)
+    w.write(t, "demux-reserved-spi", b"\0" + bytes([0, 0, 0, 0xff, 0, 0, 0, 1]))
+    w.write(t, "demux-short-ike", b"\0" + bytes(31))
+    # NAT-D: the real examples (hash SHA-1, cookies, the hashed address).
+    ref = ike_load("natt_dpd_gre_reference.json")
+    for i, e in enumerate(ref["nat_d"]["real_examples"][:4]):
+        host, port = e["hashed_address"].rsplit(":", 1)
+        other = e["packet"].split(" -> ")
+        peer = other[0] if other[1] == e["hashed_address"] else other[1]
+        phost, pport = peer.rsplit(":", 1)
+        data = (bytes([1, 0]) + bytes.fromhex(e["cky_i"]) + bytes.fromhex(e["cky_r"])
+                + ipaddress.IPv4Address(host).packed + struct.pack(">H", int(port))
+                + ipaddress.IPv4Address(phost).packed + struct.pack(">H", int(pport))
+                + bytes([20]) + bytes.fromhex(e["nat_d"]) + bytes([20]) + bytes(20))
+        w.write(t, f"natd-real-example-{i}", b"\1" + data)
+    w.write(t, "natd-v6-sha256", b"\1" + bytes([2, 3]) + bytes(range(16)) + bytes(range(16, 32))
+            + bytes(range(16)) + b"\x01\xf4" + bytes(range(100, 116)) + b"\x11\x94" + bytes([32]) + bytes(32))
+    # PAT: structured packets (op 1 outbound, 0x81 inbound): host, peer, kind, value.
+    def st(outbound, host, peer, kind, value):
+        return bytes([1 if outbound else 0x81, host, peer, kind]) + struct.pack(">I", value)
+    pat_seeds = {
+        "pat-ike-two-hosts": bytes([0]) + st(1, 0, 0, 0, 0x11111111) + st(0, 0, 0, 0, 0x11111111)
+        + st(1, 1, 0, 0, 0x22222222) + st(0, 1, 0, 0, 0x22222222) + st(0, 2, 0, 0, 0x33333333),
+        "pat-esp-serialised": bytes([1]) + st(1, 0, 1, 1, 0x1000) + st(1, 1, 1, 1, 0x2000)
+        + st(0, 0, 1, 1, 0x3000) + st(1, 1, 1, 1, 0x2000) + st(0, 0, 1, 2, 0x4000)
+        + bytes([2]) + struct.pack(">H", 100) + st(1, 1, 1, 1, 0x2000),
+        "pat-fragments-and-natt": bytes([0]) + st(1, 0, 2, 0, 5) + st(1, 0, 2, 3, 0)
+        + st(0, 0, 2, 3, 0) + st(1, 3, 2, 4, 0) + st(0, 3, 2, 0x13, 0),
+        "pat-table-full": bytes([1]) + b"".join(st(1, h, p, 1, 0x100 + h * 16 + p)
+                                                for h in range(4) for p in range(3))
+        + bytes([2]) + struct.pack(">H", 3000) + st(1, 0, 0, 1, 0x999),
+        "pat-raw-fixed-checksum": bytes([0, 0x40]) + struct.pack(">H", 48)
+        + ipv4("10.0.0.1", "198.51.100.1", 17, udp(500, 500, bytes(range(20)) + bytes(8))),
+    }
+    for name, data in pat_seeds.items():
+        w.write(t, name, b"\2" + data)
+
+
+# -------------------------------------------------------------------- ICMP PMTU --
+
+def icmp_checksum_fill(msg):
+    msg = bytearray(msg)
+    msg[2:4] = b"\0\0"
+    msg[2:4] = struct.pack(">H", checksum(bytes(msg)))
+    return bytes(msg)
+
+
+def icmp_pmtu(w):
+    t = "icmp_pmtu"
+    w.reset(t)
+    # Config: interface MTU 1500 (index 2), then packets sent per SA (u32 each).
+    sent = struct.pack(">IIII", 100, 5000, 70000, 10)
+    head = bytes([2]) + sent
+
+    def op1(sa, flags, mtu, seq, quote=255):
+        return bytes([1, sa, flags]) + struct.pack(">II", mtu, seq) + bytes([quote])
+    seeds = {
+        "frag-needed-raw-esp": op1(0, 0, 1400, 50) + op1(0, 0, 1300, 100) + op1(0, 0, 1450, 99),
+        "frag-needed-udp-encap": op1(1, 0, 1400, 4999) + op1(1, 16, 1300, 4998),
+        "packet-too-big-v6-esn": op1(2, 0, 1400, 69999) + op1(2, 32, 1280, 1) + op1(2, 0, 1279, 69998),
+        "transport-sa": op1(3, 0, 1000, 9) + op1(3, 0, 575, 8),
+        "below-floor-bad-checksum-wrong-source": op1(0, 1, 1400, 50) + op1(0, 4, 1400, 50)
+        + op1(0, 0, 500, 50) + op1(0, 8, 1400, 50),
+        "through-receive-and-aging": op1(0, 2, 1400, 50) + bytes([2]) + struct.pack(">H", 700)
+        + op1(0, 2, 1350, 60) + bytes([3, 0]) + op1(2, 2 | 32, 1300, 3),
+        "short-quotes": op1(0, 0, 1400, 50, 24) + op1(1, 0, 1400, 50, 36) + op1(2, 0, 1400, 50, 44),
+        "not-sent-yet": op1(3, 32, 1200, 0) + op1(0, 32, 1200, 0),
+        "seq-zero-nothing-sent": op1(3, 0, 1000, 0),
+    }
+    for name, ops in seeds.items():
+        w.write(t, name, head + ops)
+    # Nothing sent yet on SA 0: quoting 0 or 0xfffffff0 (never sent) still lowers the PMTU;
+    # fails with PMTU_STRICT_SEQ=1 (see README, "Findings").
+    w.write(t, "strict-seq-nothing-sent", bytes([2]) + struct.pack(">IIII", 0, 0, 0, 0)
+            + op1(0, 0, 1400, 0) + op1(0, 0, 1300, 0xFFFFFFF0))
+    # A raw frag-needed (op 0) quoting SA 0 (SPI 0x1001) with sequence number 7.
+    quote = ipv4("192.0.2.1", "198.51.100.2", 50, struct.pack(">II", 0x1001, 7) + bytes(24))
+    msg = icmp_checksum_fill(bytes([3, 4, 0, 0, 0, 0]) + struct.pack(">H", 1400) + quote)
+    pkt = ipv4("192.0.2.254", "192.0.2.1", 1, msg)
+    w.write(t, "raw-frag-needed-spi-0x1001", head + bytes([0]) + struct.pack(">H", len(pkt)) + pkt
+            + bytes([4]) + struct.pack(">H", len(pkt)) + pkt)
+    # The same about SA 1 (ESP in UDP 4500 to 203.0.113.9).
+    quote = ipv4("192.0.2.1", "203.0.113.9", 17,
+                 udp(4500, 4500, struct.pack(">II", 0x1002, 4000) + bytes(24)))
+    msg = icmp_checksum_fill(bytes([3, 4, 0, 0, 0, 0]) + struct.pack(">H", 1300) + quote)
+    pkt = ipv4("192.0.2.254", "192.0.2.1", 1, msg)
+    w.write(t, "raw-frag-needed-udp-spi-0x1002", head + bytes([0]) + struct.pack(">H", len(pkt)) + pkt)
+
+
+# ------------------------------------------------------------------- reassembly --
+
+def frag4(src, dst, ident, proto, off, more, payload, options=False):
+    hl = 40 if options else 20
+    total = hl + len(payload)
+    hdr = bytearray(struct.pack(">BBHHHBBH4s4s", 0x40 | (hl // 4), 0, total, ident,
+                                (off // 8) | (0x2000 if more else 0), 64, proto, 0,
+                                ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
+    if options:
+        hdr += b"\1" * 20
+    hdr[10:12] = struct.pack(">H", checksum(bytes(hdr)))
+    return bytes(hdr) + payload
+
+
+def reassembly(w):
+    t = "reassembly"
+    w.reset(t)
+
+    def raw(p):
+        return bytes([0]) + struct.pack(">H", len(p)) + p
+
+    def built(key, off8, flags, length, fill=0):
+        return bytes([1, key]) + struct.pack(">H", off8) + bytes([flags]) + struct.pack(">H", length) + bytes([fill])
+    data = bytes((i * 13) & 0xFF for i in range(1480))
+    frags = [frag4("198.51.100.2", "192.0.2.1", 7, 50, o, o + 496 < len(data), data[o:o + 496])
+             for o in range(0, len(data), 496)]
+    seeds = {
+        "in-order-esp": bytes([0]) + b"".join(raw(f) for f in frags),
+        "reverse-order-with-duplicate": bytes([0]) + b"".join(raw(f) for f in reversed(frags)) + raw(frags[0]),
+        "overlap-discards": bytes([0]) + raw(frags[0])
+        + raw(frag4("198.51.100.2", "192.0.2.1", 7, 50, 488, True, data[488:496 + 488])) + raw(frags[1]),
+        "split-ops": bytes([0, 3, 20, 3, 77, 3, 255, 3, 1]),
+        "built-fragments-options": bytes([0]) + built(0, 0, 3, 64) + built(0, 8, 0, 10)
+        + built(1, 1, 1, 8) + built(1, 0, 1, 8) + built(1, 2, 0, 3),
+        "timeout-and-no-slot": bytes([4]) + built(0, 0, 1, 8) + built(1, 0, 1, 8) + built(2, 0, 1, 8)
+        + built(3, 0, 1, 8) + built(0, 4, 0, 8) + bytes([2]) + struct.pack(">H", 600) + built(0, 1, 0, 8),
+        "big-65535-limit": bytes([1]) + built(0, 8000, 8, 2000) + built(0, 0, 3 | 8, 64000 - 64000 % 8),
+        "short-output-buffer": bytes([2]) + built(2, 0, 1, 1496) + built(2, 187, 0, 100),
+        "inconsistent-last": bytes([0]) + built(0, 2, 0, 8) + built(0, 3, 0, 8) + built(0, 0, 1, 16),
+    }
+    for name, d in seeds.items():
+        w.write(t, name, d)
+
+
 def main():
     scapy = load("scapy_esp_vectors.json")
     rfc = load("rfc3602_aes_cbc_esp.json")
@@ -304,6 +652,11 @@ def main():
     wire_parse(w, scapy, rfc)
     esp_roundtrip(w, scapy)
     replay_window(w)
+    isakmp_parse(w)
+    ike_responder(w)
+    natt_demux(w)
+    icmp_pmtu(w)
+    reassembly(w)
     for target, n in sorted(w.count.items()):
         print(f"{n:3} seeds in fuzz/corpus/{target}/")
 

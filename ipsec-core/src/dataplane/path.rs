@@ -633,9 +633,13 @@ impl<
         }
         // The low 32 bits of the next sequence number, minus the quoted one: how many
         // packets ago it was sent. 0 means "not sent yet".
+        // It must also not reach back before the first packet (sequence numbers start at
+        // 1, so `next_seq - 1` packets exist): found by fuzzing, a fresh SA otherwise
+        // trusted quotes of numbers it never sent, such as 0.
         let next_lo = u32::try_from(sa.next_seq() & u64::from(u32::MAX)).unwrap_or(0);
         let ago = next_lo.wrapping_sub(seq);
-        if ago == 0 || ago > SEQ_WINDOW {
+        let sent = sa.next_seq().saturating_sub(1);
+        if ago == 0 || ago > SEQ_WINDOW || u64::from(ago) > sent {
             return Err(self.path.reject(IcmpReject::NotSent));
         }
         if mtu < u32::from(floor) {
