@@ -35,7 +35,10 @@ mod os {
         /// An empty buffer; the first call fills it.
         #[must_use]
         pub const fn new() -> Self {
-            Self { buf: [0; 4096], pos: 4096 }
+            Self {
+                buf: [0; 4096],
+                pos: 4096,
+            }
         }
     }
 
@@ -47,7 +50,11 @@ mod os {
 
     impl core::fmt::Debug for BufferedOsRng {
         fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            write!(f, "BufferedOsRng({} bytes buffered)", self.buf.len() - self.pos)
+            write!(
+                f,
+                "BufferedOsRng({} bytes buffered)",
+                self.buf.len() - self.pos
+            )
         }
     }
 
