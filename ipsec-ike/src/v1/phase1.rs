@@ -1075,26 +1075,10 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let (next, ic) = match verified {
             Ok(v) => v,
             Err(e) => {
-                // strongSwan answers an undecryptable MM5 with PAYLOAD-MALFORMED; a bad
-                // HASH_I is AUTHENTICATION-FAILED. Both mean a wrong PSK (or tampering):
-                // record it, keep the SA (the genuine message may still come), and let
-                // the half-open timer end it.
-                let t = match e {
-                    IkeError::Malformed(_) => notify::PAYLOAD_MALFORMED,
-                    _ => notify::AUTHENTICATION_FAILED,
-                };
                 sa.recorded = Some(FailReason::AuthenticationFailed);
-                let _ = plain_notify(
-                    &mut self.out,
-                    &mut self.counters,
-                    rng,
-                    cky_i,
-                    cky_r,
-                    to,
-                    from,
-                    t,
-                );
-                return Err(IkeError::AuthenticationFailed);
+                let addrs = (to, from);
+                let (out, counters) = (&mut self.out, &mut self.counters);
+                return Err(reject_auth(out, counters, rng, cky_i, cky_r, addrs, e));
             }
         };
         // Authenticated: the peer may have floated (or a NAT remapped it).
@@ -1308,22 +1292,10 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         let (next, nat, ic) = match verified {
             Ok(v) => v,
             Err(e) => {
-                let t = match e {
-                    IkeError::Malformed(_) => notify::PAYLOAD_MALFORMED,
-                    _ => notify::AUTHENTICATION_FAILED,
-                };
                 sa.recorded = Some(FailReason::AuthenticationFailed);
-                let _ = plain_notify(
-                    &mut self.out,
-                    &mut self.counters,
-                    rng,
-                    cky_i,
-                    cky_r,
-                    to,
-                    from,
-                    t,
-                );
-                return Err(IkeError::AuthenticationFailed);
+                let addrs = (to, from);
+                let (out, counters) = (&mut self.out, &mut self.counters);
+                return Err(reject_auth(out, counters, rng, cky_i, cky_r, addrs, e));
             }
         };
         match nat {
@@ -1372,6 +1344,27 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         }
         self.drain_pending(now, rng, i);
     }
+}
+
+/// A responder's answer to a final phase-1 message (MM5, AM3) that does not authenticate.
+/// strongSwan answers an undecryptable MM5 with PAYLOAD-MALFORMED; a bad HASH_I is
+/// AUTHENTICATION-FAILED. Both mean a wrong PSK (or tampering): the caller records it and
+/// keeps the SA (the genuine message may still come) for the half-open timer to end.
+fn reject_auth<R: SecureRng>(
+    out: &mut heapless::Deque<super::sa::OneShot, { super::sa::ONESHOT_QUEUE }>,
+    counters: &mut super::ike::IkeCounters,
+    rng: &mut R,
+    cky_i: [u8; 8],
+    cky_r: [u8; 8],
+    (src, dst): (SocketAddr, SocketAddr),
+    e: IkeError,
+) -> IkeError {
+    let t = match e {
+        IkeError::Malformed(_) => notify::PAYLOAD_MALFORMED,
+        _ => notify::AUTHENTICATION_FAILED,
+    };
+    let _ = plain_notify(out, counters, rng, cky_i, cky_r, src, dst, t);
+    IkeError::AuthenticationFailed
 }
 
 #[cfg(test)]
