@@ -4,6 +4,9 @@
 # crashes (or fails its invariants); prints the executions per target.
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET]
+#   TARGETS="ike_responder reassembly" fuzz/run.sh 600     # a subset
+#
+# For the long local runs on a 2-core machine, start two of these with disjoint TARGETS.
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo +nightly install cargo-fuzz --locked`).
 # FUZZ_TOOLCHAIN overrides the toolchain (`+nightly`; empty: plain `cargo`).
@@ -35,6 +38,16 @@ cd "$root"
 # Bounded like the runs: a cold build of all targets takes a few minutes.
 timeout 1800 "${cargo[@]}" fuzz build --fuzz-dir "$fuzz_dir" --target "$triple"
 mapfile -t targets < <("${cargo[@]}" fuzz list --fuzz-dir "$fuzz_dir")
+if [[ -n "${TARGETS:-}" ]]; then
+    read -r -a wanted <<<"$TARGETS"
+    for w in "${wanted[@]}"; do
+        if ! printf '%s\n' "${targets[@]}" | grep -qx -- "$w"; then
+            echo "unknown target: $w (have: ${targets[*]})" >&2
+            exit 2
+        fi
+    done
+    targets=("${wanted[@]}")
+fi
 
 mkdir -p "$run_dir"
 failed=()
@@ -53,9 +66,11 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs}s (log: ${log#"$root"/})"
     rc=0
     # -jobs=1 -workers=1: one child process, whose output libFuzzer copies to stderr at
-    # the end (its fuzz-0.log lands in $run_dir). The timeout is a backstop only.
+    # the end (its fuzz-0.log lands in a directory of its own, so that parallel runs
+    # do not share one). The timeout is a backstop only.
+    mkdir -p "$run_dir/$t.cwd"
     (
-        cd "$run_dir"
+        cd "$run_dir/$t.cwd"
         timeout -k 30 $((secs + 120)) "$bin" "$corpus" \
             -max_total_time="$secs" -jobs=1 -workers=1 -rss_limit_mb=2048 -timeout=10 \
             -print_final_stats=1 -artifact_prefix="$artifacts/"

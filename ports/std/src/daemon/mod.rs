@@ -72,6 +72,12 @@ const FRAG_SIZE: usize = 9216;
 const PENDING_PER_MAP: usize = 16;
 /// After a failed negotiation, traffic does not start another one for this long.
 const HOLD_DOWN: Duration = Duration::from_secs(2);
+/// How long packets queued during a negotiation we initiated wait after Quick Mode
+/// completes. Our QM3 and the first ESP packet leave back to back, and the responder
+/// installs its inbound SA only once it has processed QM3: strongSwan with
+/// kernel-libipsec dropped the first packet ("no SA for SPI") when it raced. RFC 2408's
+/// commit bit exists for this; a short settle time is what implementations do instead.
+const QUEUE_SETTLE: Duration = Duration::from_millis(50);
 /// Packets handled per source per wakeup before the others get their turn.
 const BUDGET: usize = 128;
 /// SPD sequence numbers of policies added for dynamic crypto map entries.
@@ -179,6 +185,8 @@ pub struct Daemon {
     raw: Option<socket2::Socket>,
     tun: tun::Device,
     pending: HashMap<u32, VecDeque<Vec<u8>>>,
+    /// SA groups whose queued packets leave at the given time (see [`QUEUE_SETTLE`]).
+    flush_at: HashMap<u32, Instant>,
     hold_down: HashMap<u32, Instant>,
     next_dyn: u32,
     buf: Vec<u8>,
@@ -278,6 +286,7 @@ impl Daemon {
             raw,
             tun,
             pending: HashMap::new(),
+            flush_at: HashMap::new(),
             hold_down: HashMap::new(),
             next_dyn: DYNAMIC_POLICY_BASE,
             buf: vec![0; 65_600],
@@ -404,7 +413,7 @@ impl Daemon {
                     .filter_map(NatKeepalive::poll_timeout),
             )
             .min();
-        for h in self.hold_down.values() {
+        for h in self.hold_down.values().chain(self.flush_at.values()) {
             t = Some(t.map_or(*h, |x| x.min(*h)));
         }
         // Bound the sleep anyway: a missed deadline must never stall the daemon.
@@ -427,6 +436,7 @@ impl Daemon {
             self.dp.handle_timeout(now);
         }
         self.hold_down.retain(|_, t| *t > now);
+        self.flush_queues(now);
         self.drain(now);
         let due: Vec<IpAddr> = self
             .keepalives
@@ -699,12 +709,30 @@ impl Daemon {
             dyn_policy,
             rekeying: false,
         });
-        // Packets that waited for this SA.
+        // Packets that waited for this SA leave once the peer has had time to install it.
         if let Some(q) = self
             .pending
             .remove(&group)
             .or_else(|| self.pending.remove(&cs.crypto_map))
         {
+            self.pending.insert(group, q);
+            self.flush_at.insert(group, now + QUEUE_SETTLE);
+        }
+    }
+
+    /// Sends the queued packets of every group whose settle time has passed.
+    fn flush_queues(&mut self, now: Instant) {
+        let due: Vec<u32> = self
+            .flush_at
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in due {
+            self.flush_at.remove(&g);
+            let Some(q) = self.pending.remove(&g) else {
+                continue;
+            };
             debug!(target: "ipsec", "IPSEC: sending {} packet(s) queued during negotiation", q.len());
             for mut p in q {
                 self.outbound_packet(now, &mut p);
