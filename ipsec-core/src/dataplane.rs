@@ -22,6 +22,7 @@
 
 pub mod idle;
 pub mod path;
+pub mod peer;
 
 pub use path::{
     Fragmentation, IcmpReject, MssClamp, PathCounters, PathMtuChange, Received, SendBuffers, Sent,

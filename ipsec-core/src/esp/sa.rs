@@ -208,6 +208,42 @@ impl<P: CryptoProvider, const W: usize> EspSa<P, W> {
         self.next_seq = self.next_seq.max(seq);
     }
 
+    /// The peer's NAT mapping changed: IKE got an authenticated message from `to` while
+    /// it knew the peer at `from` (RFC 3947 §4: the responder follows the initiator's
+    /// new address and port). An SA whose peer is `from` (tunnel endpoint and, with UDP
+    /// encapsulation, the peer's port) is re-addressed to `to`; keys, sequence numbers
+    /// and counters stay. Returns whether this SA changed.
+    ///
+    /// What matters is the outbound SA: its packets now go to `to`. An inbound SA
+    /// follows only so that status shows the peer where it is: a receiver does not
+    /// check the source of ESP-in-UDP (RFC 3948 §3.3).
+    pub fn follow_peer(&mut self, from: core::net::SocketAddr, to: core::net::SocketAddr) -> bool {
+        if from == to {
+            return false;
+        }
+        let addr_match = match self.config.remote {
+            Some(r) => r == from.ip(),
+            None => self.config.udp_encap.is_some(),
+        };
+        let port_match = self
+            .config
+            .udp_encap
+            .is_none_or(|u| u.remote_port == from.port());
+        if !addr_match || !port_match {
+            return false;
+        }
+        let mut changed = false;
+        if let Some(u) = self.config.udp_encap.as_mut() {
+            changed |= u.remote_port != to.port();
+            u.remote_port = to.port();
+        }
+        if let Some(r) = self.config.remote.as_mut() {
+            changed |= *r != to.ip();
+            *r = to.ip();
+        }
+        changed
+    }
+
     /// The inbound replay window.
     #[must_use]
     pub const fn replay_window(&self) -> &ReplayWindow<W> {

@@ -630,6 +630,13 @@ impl<
             }
             IkeEvent::ChildSaEstablished(cs) => self.install(now, &cs),
             IkeEvent::ChildSaDeleted { inbound_spi, .. } => self.uninstall(inbound_spi),
+            IkeEvent::PeerMoved { from, to, .. } => {
+                // The peer's NAT mapping changed: our SAs and keepalives follow it.
+                self.dp.move_peer(from, to);
+                for k in self.keepalives.iter_mut().filter(|k| k.peer() == from) {
+                    k.set_peer(to);
+                }
+            }
             IkeEvent::NegotiationFailed {
                 crypto_map,
                 peer,

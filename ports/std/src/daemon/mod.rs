@@ -601,6 +601,7 @@ impl Daemon {
             } => {
                 info!(target: "isakmp", "ISAKMP: crypto map entry {crypto_map}: peer {from} failed, trying {to}");
             }
+            IkeEvent::PeerMoved { conn_id, from, to } => self.peer_moved(conn_id, from, to),
             IkeEvent::PeerDead {
                 peer,
                 last_proof_of_life,
@@ -610,6 +611,20 @@ impl Daemon {
             }
             other => debug!(target: "isakmp", "ISAKMP: {other:?}"),
         }
+    }
+
+    /// The peer's NAT mapping changed (IKE checked the message that showed it): the SA
+    /// pairs, the NAT keepalive and the status follow it, keys and counters unchanged.
+    fn peer_moved(&mut self, conn_id: u32, from: SocketAddr, to: SocketAddr) {
+        let moved = self.dp.move_peer(from, to);
+        for c in self.children.iter_mut().filter(|c| c.peer == from) {
+            c.peer = to;
+        }
+        if let Some(mut k) = self.keepalives.remove(&from.ip()) {
+            k.set_peer(to);
+            self.keepalives.insert(to.ip(), k);
+        }
+        info!(target: "isakmp", "ISAKMP:({conn_id}): peer's NAT mapping changed from {from} to {to}; {moved} outbound SA(s) follow");
     }
 
     fn install(&mut self, now: Instant, cs: &ChildSa) {
