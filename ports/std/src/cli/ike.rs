@@ -601,6 +601,14 @@ pub fn connect(a: ConnectArgs) -> Result<(), String> {
                     dead_at = Some((now, peer));
                     current_peer = None;
                 }
+                IkeEvent::PeerMoved { from, to, .. } => {
+                    println!("nat-t: peer's mapping changed from {from} to {to}");
+                    if let Some(c) = child.as_mut().filter(|c| c.peer_esp == from) {
+                        c.outbound.follow_peer(from, to);
+                        c.inbound.follow_peer(from, to);
+                        c.peer_esp = to;
+                    }
+                }
                 IkeEvent::PeerChanged { from, to, .. } => {
                     println!("dpd: crypto map entry {MAP} fails over from {from} to {to}");
                 }
