@@ -50,6 +50,19 @@ pub struct SaHandle {
 }
 
 impl SaHandle {
+    /// A handle no SADB issues (its index is above every capacity, see `CAPACITY_OK`): a
+    /// placeholder for fixed tables that need a value in empty slots.
+    pub(crate) const NONE: Self = Self {
+        index: NIL,
+        generation: 0,
+    };
+
+    /// A handle with the given fields, for tests of tables that store handles.
+    #[cfg(test)]
+    pub(crate) const fn for_test(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
+
     /// The slot index (stable for the SA's life; for tables indexed alongside the SADB).
     #[must_use]
     pub const fn index(self) -> u32 {

@@ -819,8 +819,10 @@ pub struct Policy {
 /// An ordered security policy database of at most `N` policies.
 ///
 /// Lookups scan the policies in `seq` order and return the first match, so their cost is
-/// linear in the number of policies, as an ACL's is; per-flow results belong in a cache or
-/// in the SA once one is chosen.
+/// linear in the number of policies, as an ACL's is. Per-flow results belong in a cache:
+/// [`Dataplane`](crate::dataplane::Dataplane) keeps one (see [`crate::dataplane::flow`]),
+/// so only the first packet of a flow pays for the scan. A lookup is a pure function of
+/// the [`Flow`] and of the SPD, which is what makes that cache exact.
 ///
 /// Traffic no policy matches gets the default action, which the constructor makes
 /// explicit: RFC 4301 says [`PolicyAction::Discard`]; IOS behaves as

@@ -119,6 +119,15 @@ fn sizes() -> Vec<String> {
             format!("{}", size_of::<ipsec_core::spd::Policy>()),
         ),
         (
+            "outbound flow cache: per entry / the default 64 entries (in `Dataplane`)".into(),
+            format!(
+                "{} / {}",
+                ipsec_core::dataplane::flow::ENTRY_BYTES,
+                size_of::<Dataplane<SoftCrypto, 16, 8>>()
+                    - size_of::<Dataplane<SoftCrypto, 16, 8, 2, 4, 4096, 0>>()
+            ),
+        ),
+        (
             "`ChildSa` (the event carrying a negotiated pair)".into(),
             format!("{}", size_of::<ChildSa>()),
         ),

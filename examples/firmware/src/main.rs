@@ -807,12 +807,12 @@ fn run() -> Result<(), &'static str> {
             (size_of::<Sadb<FwEspSa, 64>>() - size_of::<Sadb<FwEspSa, 16>>()) / 48,
         ),
         (
-            "Dataplane<SoftCrypto, 4 SAs, 2 policies, 1x1536 B reassembly> (used)",
+            "Dataplane<SoftCrypto, 4 SAs, 2 policies, 1x1536 B reassembly, 8 flows> (used)",
             size_of::<FwDataplane>(),
         ),
         (
             "Dataplane: each further SA slot (inbound + outbound SADB, timers)",
-            size_of::<Dataplane<SoftCrypto, 5, 2, 2, 1, 1536>>() - size_of::<FwDataplane>(),
+            size_of::<Dataplane<SoftCrypto, 5, 2, 2, 1, 1536, 8>>() - size_of::<FwDataplane>(),
         ),
         (
             "Dataplane<SoftCrypto, 4 SAs, 2 policies> with default reassembly (4x4096 B)",

@@ -34,11 +34,14 @@ pub const REPLAY_W: usize = 2;
 pub const FRAGS: usize = 1;
 /// Bytes per reassembly slot.
 pub const FRAG_SIZE: usize = 1536;
+/// Outbound flow-cache entries (64 bytes each): two policies need few; the library
+/// default (64) would add 3.5 KB per data plane for nothing.
+pub const FLOWS: usize = 8;
 
 /// The IKE control plane of one node.
 pub type FwIke = Ike<SoftCrypto, IKE_SAS, IKE_CHILDREN>;
 /// The ESP data plane of one node.
-pub type FwDataplane = Dataplane<SoftCrypto, SADB_N, POLICIES, REPLAY_W, FRAGS, FRAG_SIZE>;
+pub type FwDataplane = Dataplane<SoftCrypto, SADB_N, POLICIES, REPLAY_W, FRAGS, FRAG_SIZE, FLOWS>;
 /// One ESP SA (one direction).
 pub type FwEspSa = EspSa<SoftCrypto, REPLAY_W>;
 

@@ -119,7 +119,8 @@ impl<
     const W: usize,
     const FRAGS: usize,
     const FRAG_SIZE: usize,
-> Dataplane<P, SAS, POLICIES, W, FRAGS, FRAG_SIZE>
+    const FLOWS: usize,
+> Dataplane<P, SAS, POLICIES, W, FRAGS, FRAG_SIZE, FLOWS>
 {
     /// Sets the idle time of every SA pair that has no idle time of its own
     /// (`crypto ipsec security-association idle-time`), installed or to come. `None`, the

@@ -410,7 +410,8 @@ impl<
     const W: usize,
     const FRAGS: usize,
     const FRAG_SIZE: usize,
-> Dataplane<P, SAS, POLICIES, W, FRAGS, FRAG_SIZE>
+    const FLOWS: usize,
+> Dataplane<P, SAS, POLICIES, W, FRAGS, FRAG_SIZE, FLOWS>
 {
     /// Sets the MTU of the interface ESP leaves by: every SA's path MTU until ICMP
     /// lowers it. Default 1500.
@@ -692,7 +693,8 @@ impl<
                     return Err(e.into());
                 }
             };
-        let sa_group = match self.spd.decide_outbound(&flow) {
+        let decision = self.decide_outbound(&flow, rng);
+        let sa_group = match decision.action {
             PolicyAction::Bypass => {
                 bump(&mut self.counters.bypassed);
                 return Ok(Sent::Bypass);
@@ -703,8 +705,8 @@ impl<
             }
             PolicyAction::Protect { sa_group } => sa_group,
         };
-        let Some((h, sa)) = self
-            .outbound_for(sa_group)
+        let Some((h, sa)) = decision
+            .sa
             .and_then(|h| self.outbound.get(h).map(|sa| (h, sa)))
         else {
             bump(&mut self.counters.no_sa);

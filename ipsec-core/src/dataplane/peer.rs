@@ -18,7 +18,8 @@ impl<
     const W: usize,
     const FRAGS: usize,
     const FRAG_SIZE: usize,
-> Dataplane<P, SAS, POLICIES, W, FRAGS, FRAG_SIZE>
+    const FLOWS: usize,
+> Dataplane<P, SAS, POLICIES, W, FRAGS, FRAG_SIZE, FLOWS>
 {
     /// Re-addresses every SA whose peer is `from` to `to` (see
     /// [`EspSa::follow_peer`](crate::esp::EspSa::follow_peer)). Returns how many

@@ -541,10 +541,11 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         const POL: usize,
         const F: usize,
         const FS: usize,
+        const FL: usize,
     >(
         &mut self,
         now: Instant,
-        dp: &Dataplane<P, DSAS, POL, W, F, FS>,
+        dp: &Dataplane<P, DSAS, POL, W, F, FS, FL>,
     ) {
         if self.role != HaRole::Active {
             return;
@@ -889,10 +890,11 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         const POL: usize,
         const F: usize,
         const FS: usize,
+        const FL: usize,
     >(
         &mut self,
         now: Instant,
-        dp: &mut Dataplane<P, DSAS, POL, W, F, FS>,
+        dp: &mut Dataplane<P, DSAS, POL, W, F, FS, FL>,
     ) -> TakeoverReport {
         let seq_advance = self.cfg.seq_advance();
         let window_advance = self.cfg.window_advance();
@@ -939,10 +941,11 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         const POL: usize,
         const F: usize,
         const FS: usize,
+        const FL: usize,
     >(
         &mut self,
         now: Instant,
-        dp: &mut Dataplane<P, DSAS, POL, W, F, FS>,
+        dp: &mut Dataplane<P, DSAS, POL, W, F, FS, FL>,
     ) -> usize {
         let mut n = 0;
         for e in &mut self.entries {
