@@ -66,6 +66,7 @@ use ipsec_core::sadb::SaHandle;
 use ipsec_core::spd::{Policy, PolicyAction};
 use ipsec_core::{Duration, Instant};
 use ipsec_ike::v1::{ChildImport, ChildSa, Ike, IsakmpState, MAX_EXPORT_LEN};
+use ipsec_nat_t::{KeepaliveConfig, NatKeepalive, NatStatus};
 use ipsec_soft_crypto::SoftCrypto;
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
@@ -806,6 +807,33 @@ impl Daemon {
                     info!(target: "isakmp", "ISAKMP:({c}): IKE SA imported from the synchronised state (QM_IDLE, nothing sent)");
                 }
                 Err(e) => warn!(target: "isakmp", "ISAKMP: synchronised IKE SA not imported: {e}"),
+            }
+        }
+        // Behind a NAT, the imported IKE SAs need their NAT keepalives as negotiated ones do.
+        if self.cfg.nat_keepalive > 0 {
+            let natted: Vec<(SocketAddr, NatStatus)> = self
+                .ike
+                .isakmp_status()
+                .filter(|s| s.nat.local_behind_nat)
+                .map(|s| {
+                    (
+                        s.remote,
+                        NatStatus {
+                            local_behind_nat: true,
+                            remote_behind_nat: s.nat.remote_behind_nat,
+                        },
+                    )
+                })
+                .collect();
+            for (peer, status) in natted {
+                let k = NatKeepalive::new(
+                    now,
+                    KeepaliveConfig::seconds(self.cfg.nat_keepalive),
+                    peer,
+                    status,
+                );
+                self.keepalives.insert(peer.ip(), k);
+                info!(target: "isakmp", "ISAKMP: behind a NAT: NAT keepalives to {peer} every {} s (taken over)", self.cfg.nat_keepalive);
             }
         }
         struct Imp {
