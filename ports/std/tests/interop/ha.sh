@@ -27,7 +27,9 @@
 # strongSwan must still have the same IKE SA and CHILD_SA SPIs (no renegotiation) with
 # growing counters. Then hub-a is restarted (it rejoins as backup and is synced from
 # hub-b) and hub-b gets SIGTERM: it hands over (priority-0 advert, no DELETE) and hub-a
-# carries the same SAs again.
+# carries the same SAs again. Last, hub-b rejoins with a higher priority and preemption
+# (after a delay that lets it sync first): it takes the VIP and hub-a is demoted to
+# standby without a DELETE, still with the same SAs.
 #
 # NS_PREFIX=iha- and STATE=/tmp/ipsec-rs-ha by default. Logs are printed on failure; the
 # namespaces are removed on exit.
@@ -101,8 +103,9 @@ wait_for() {
 	return 1
 }
 
-write_cfg() { # write_cfg HUB OWN_ADDRESS PEER PRIORITY
-	local h=$1 own=$2 peer=$3 prio=$4
+write_cfg() { # write_cfg HUB OWN_ADDRESS PEER PRIORITY [PREEMPT_DELAY]
+	local h=$1 own=$2 peer=$3 prio=$4 delay=${5:-} preempt=false
+	[[ -n "$delay" ]] && preempt=true
 	cat >"$STATE/hub-$h.toml" <<EOF
 # written by ha.sh
 hostname = "hub-$h"
@@ -137,7 +140,8 @@ enabled = true
 virtual_ip = "$VIP"
 group = 1
 priority = $prio
-preempt = false
+preempt = $preempt
+preempt_delay = ${delay:-0}
 peer = "$peer"
 interface = "ha-out"
 advert_interval_ms = 100
@@ -299,7 +303,32 @@ say "strongSwan after the handover: same IKE SA #$ike1 and SPIs $spi_in1/$spi_ou
 # The losses of a handover are the inbound window advance (replay_interval inbound +
 # window_margin): the newest packets below the closed window's top count as replays.
 show a ipsec-sa | grep -E "#pkts (encaps|decaps)|replay failed" | sed 's/^/    /'
-kill -TERM "${DPID[a]}"
-wait "${PID[a]}"
-unset 'PID[a]' 'DPID[a]'
-say "PASS: HA failover (crash gap ${gap} s, ${lost} lost) and handover (gap ${gap2} s, ${lost2} lost), same SAs throughout, in $(since "$T0") s"
+
+# ---------------------------------------------- preemption (demotion) --
+say "hub-b restarts with priority 120, preempt after 3 s: it syncs, then takes the VIP; hub-a is demoted"
+write_cfg b 203.0.113.12 203.0.113.11 120 3
+start_hub b
+wait_for 3 synced b || fail "hub-b never got the SAs before preempting"
+timeout 30 ip netns exec "$R" ping -D -n -i 0.1 -c 60 -W 1 -I 198.51.100.129 198.51.100.1 >"$STATE/ping3.out" 2>&1 &
+pinger=$!
+wait_for 8 is_state b Master || fail "hub-b did not preempt"
+wait_for 3 is_state a Backup || fail "hub-a was not demoted"
+say "hub-a: $(grep -o '%VRRP-6-STATECHANGE.*-> Backup.*' "$STATE/hub-a.log" | tail -1); $(grep -o '%HA-5-STANDBY.*' "$STATE/hub-a.log" | tail -1 | cut -c1-100)"
+ip -n "$A" addr show dev ha-out | grep -q "inet $VIP/32" && fail "demoted hub-a kept the VIP"
+wait_for 5 synced a || fail "demoted hub-a is not synced again"
+wait "$pinger"
+tail -2 "$STATE/ping3.out" | head -1 | sed 's/^/    /'
+lost3=$(awk '/packets transmitted/ { print $1 - $4 }' "$STATE/ping3.out")
+say "preemption: ${lost3} of 60 lost; hub-a is standby and in sync again"
+awk -v l="$lost3" 'BEGIN{exit !(l <= 10)}' || fail "too many lost in the preemption: $lost3"
+s4=$(sas)
+[[ "$(field uniqueid "$s4") $(field spi-in "$s4") $(field spi-out "$s4")" == "$ike1 $spi_in1 $spi_out1" ]] ||
+	fail "strongSwan renegotiated on the preemption: $s4"
+grep -q "received DELETE" "$STATE/right/charon.log" && fail "strongSwan got a DELETE on the preemption"
+say "strongSwan after the preemption: same IKE SA #$ike1 and SPIs $spi_in1/$spi_out1, packets-in $(field packets-in "$s4"), no DELETE"
+for h in b a; do
+	kill -TERM "${DPID[$h]}"
+	wait "${PID[$h]}"
+	unset "PID[$h]" "DPID[$h]"
+done
+say "PASS: HA failover (crash gap ${gap} s, ${lost} lost), handover (gap ${gap2} s, ${lost2} lost) and preemption (${lost3} lost), same SAs throughout, in $(since "$T0") s"
