@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use hal_traits::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg};
+use hal_traits::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg, SecretBytes};
 use ipsec_core::Duration;
 use ipsec_core::dataplane::Fragmentation;
 use ipsec_core::esp::{DfBit, Encryption, Mode, Transform};
@@ -460,7 +460,7 @@ pub struct Tunnel {
 /// `[redundancy]` when enabled: a VRRP group owning the virtual IP, and the stateful
 /// sync channel to the other member (`standby` + `redundancy inter-device` + `crypto
 /// map ... redundancy stateful`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Redundancy {
     /// The shared address IKE and ESP use; the active member owns it.
     pub virtual_ip: Ipv4Addr,
@@ -480,8 +480,8 @@ pub struct Redundancy {
     pub interface: String,
     /// VRRP advertisement interval in milliseconds (a multiple of 10).
     pub advert_interval_ms: u32,
-    /// The sync channel's pre-shared key (never printed).
-    pub sync_key: String,
+    /// The sync channel's pre-shared key (zeroized on drop, `Debug` shows its length).
+    pub sync_key: SecretBytes<64>,
     /// UDP port of the sync channel on both members.
     pub sync_port: u16,
     /// Replay interval `(inbound, outbound)`, in packets.
@@ -490,24 +490,6 @@ pub struct Redundancy {
     pub seq_margin: u32,
     /// Inbound window advance beyond the interval at takeover.
     pub window_margin: u32,
-}
-
-impl std::fmt::Debug for Redundancy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redundancy")
-            .field("virtual_ip", &self.virtual_ip)
-            .field("group", &self.group)
-            .field("priority", &self.priority)
-            .field("preempt", &self.preempt)
-            .field("preempt_delay", &self.preempt_delay)
-            .field("peer", &self.peer)
-            .field("interface", &self.interface)
-            .field("advert_interval_ms", &self.advert_interval_ms)
-            .field("sync_key", &"<secret>")
-            .field("sync_port", &self.sync_port)
-            .field("replay_interval", &self.replay_interval)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Default UDP port of the HA sync channel.
@@ -1375,8 +1357,11 @@ impl Validator<'_> {
         let Some(interface) = v.interface.as_ref().map(|i| i.get_ref().clone()) else {
             return missing("interface (the Linux device the virtual IP lives on)");
         };
-        let Some(sync_key) = v.sync_key.as_ref().map(|k| k.get_ref().clone()) else {
+        let Some(key) = &v.sync_key else {
             return missing("sync_key (the sync channel's pre-shared key, same on both members)");
+        };
+        let Ok(sync_key) = SecretBytes::from_slice(key.get_ref().as_bytes()) else {
+            return self.err(key.span(), "sync_key longer than 64 bytes");
         };
         let IpAddr::V4(primary) = address else {
             return self.err(en.span(), "redundancy needs an IPv4 [interface] address");

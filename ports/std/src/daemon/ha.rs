@@ -54,7 +54,6 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 
-use hal_traits::SecretBytes;
 use ipsec_core::ha::HaRole;
 use ipsec_core::ha::channel::{ChannelConfig, ChannelEvent, Received, Suite, SyncChannel};
 use ipsec_core::ha::record::{SaKeys, SaPairRecord, SaProgress};
@@ -180,14 +179,12 @@ impl Ha {
         vc.preempt_delay = Duration::from_secs(u64::from(cfg.preempt_delay));
         vc.adver_interval = u16::try_from(cfg.advert_interval_ms / 10).unwrap_or(100);
         let mut vrrp = Vrrp::new(vc).map_err(|e| format!("VRRP: {e}"))?;
-        let key = SecretBytes::from_slice(cfg.sync_key.as_bytes())
-            .map_err(|_| "sync_key: too long".to_string())?;
         let chan = Chan::new(
             ChannelConfig::new(
                 u32::from(cfg.primary),
                 u32::from(cfg.peer),
                 Suite::AesCbcHmacSha256,
-                key,
+                cfg.sync_key.clone(),
             ),
             now,
         )
