@@ -49,6 +49,8 @@
 //! connected peer there is nobody to hand over to and the ordinary shutdown (DELETE to
 //! every peer) follows.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::io::{ErrorKind, Read as _};
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -85,6 +87,9 @@ pub const TSYNC: Token = Token(7);
 /// How often the active hands counters and IKE SAs to `HaSync` (it sends only what the
 /// replay interval asks for).
 const TICK: Duration = Duration::from_millis(50);
+/// An unchanged IKE SA is exported again this often anyway, so that the lifetime left the
+/// standby holds is at most this stale.
+const IKE_REFRESH: Duration = Duration::from_secs(10);
 /// How long a handing-over active waits for the standby to acknowledge the last update.
 const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// IKE SAs replicated at most.
@@ -146,6 +151,11 @@ pub struct Ha {
     vrrp_sock: Socket,
     sync_sock: UdpSocket,
     next_tick: Instant,
+    /// Per IKE SA (cookies): a hash of its last export taken at a fixed `now`, to tell a
+    /// changed SA (DPD sequence, message IDs, rekey) from one whose only change is the
+    /// lifetime left, which every export relative to the current time carries; and when
+    /// it was last exported.
+    ike_probe: HashMap<[u8; 16], (u64, Instant)>,
     arping: Vec<Child>,
     buf: Vec<u8>,
 }
@@ -235,6 +245,7 @@ impl Ha {
             vrrp_sock,
             sync_sock,
             next_tick: now + TICK,
+            ike_probe: HashMap::new(),
             arping: Vec::new(),
             buf: vec![0; 2048],
         })
@@ -555,8 +566,10 @@ impl Daemon {
         self.ha_pump(now);
     }
 
-    /// Active: the IKE SAs' current exports into `HaSync` (unchanged ones cost a copy),
-    /// and those gone removed.
+    /// Active: the IKE SAs that changed since their last export (or were last exported
+    /// `IKE_REFRESH` ago) go to `HaSync`, and those gone are removed. The change test
+    /// hashes an export taken at a fixed instant (so the lifetime left does not count as
+    /// a change); a changed SA is exported again at `now` for the standby.
     fn ha_export_ike(&mut self, now: Instant) {
         let Some(ha) = self.ha.as_deref_mut() else {
             return;
@@ -575,13 +588,31 @@ impl Daemon {
         let mut body = [0u8; MAX_EXPORT_LEN];
         for (conn_id, cookies) in &sas {
             // SKEYID_d/a/e: they leave only through the encrypted channel.
-            if let Ok(n) = self.ike.export_sa(now, *conn_id, &mut body) {
-                if let Err(e) = ha.sync.ike_updated(*cookies, body.get(..n).unwrap_or(&[])) {
-                    debug!(target: "ha", "HA: IKE SA {conn_id} not replicated: {e}");
+            let Ok(n) = self.ike.export_sa(Instant::ZERO, *conn_id, &mut body) else {
+                continue;
+            };
+            let mut h = DefaultHasher::new();
+            body.get(..n).unwrap_or(&[]).hash(&mut h);
+            let probe = h.finish();
+            if ha
+                .ike_probe
+                .get(cookies)
+                .is_some_and(|&(p, at)| p == probe && now < at + IKE_REFRESH)
+            {
+                continue;
+            }
+            let Ok(n) = self.ike.export_sa(now, *conn_id, &mut body) else {
+                continue;
+            };
+            match ha.sync.ike_updated(*cookies, body.get(..n).unwrap_or(&[])) {
+                Ok(()) => {
+                    ha.ike_probe.insert(*cookies, (probe, now));
                 }
+                Err(e) => debug!(target: "ha", "HA: IKE SA {conn_id} not replicated: {e}"),
             }
         }
         body.fill(0);
+        ha.ike_probe.retain(|c, _| sas.iter().any(|(_, x)| x == c));
         let gone: Vec<[u8; 16]> = ha
             .sync
             .ike_records()
@@ -613,6 +644,8 @@ impl Daemon {
                     ChannelEvent::PeerUp { session } => {
                         info!(target: "ha", "HA: sync channel to {} up (session {session:#x})", ha.cfg.peer);
                         ha.sync.peer_up();
+                        // The snapshot carries the stored exports; fresh ones follow.
+                        ha.ike_probe.clear();
                     }
                     ChannelEvent::PeerLost => {
                         warn!(target: "ha", "HA: sync channel to {}: peer lost", ha.cfg.peer);
