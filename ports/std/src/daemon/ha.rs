@@ -457,9 +457,19 @@ impl Ha {
             .sync
             .sa_status()
             .map(|s| {
-                let _ = writeln!(t, "{s}");
+                let map = map_of_group(s.sa_group);
+                let group = if map == s.sa_group {
+                    String::new()
+                } else {
+                    format!(" (dynamic, SA group {})", s.sa_group)
+                };
+                let _ = writeln!(
+                    t,
+                    "  peer {} map entry {map}{group}: inbound spi {:#010x}, outbound spi {:#010x}, HA status: {} (out seq {}, in top {})",
+                    s.peer, s.inbound_spi, s.outbound_spi, s.state, s.out_next_seq, s.in_top
+                );
                 json!({
-                    "peer": s.peer.to_string(), "sa_group": s.sa_group,
+                    "peer": s.peer.to_string(), "crypto_map": map, "sa_group": s.sa_group,
                     "inbound_spi": format!("{:#010x}", s.inbound_spi),
                     "outbound_spi": format!("{:#010x}", s.outbound_spi),
                     "state": s.state.to_string(), "out_next_seq": s.out_next_seq, "in_top": s.in_top,

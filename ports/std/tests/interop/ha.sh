@@ -2,7 +2,8 @@
 # Stateful HA failover of the daemon (`[redundancy]`) against strongSwan 5.9.8
 # (kernel-libipsec, so ESP-in-UDP only: encap = yes) in network namespaces.
 #
-#   sudo ports/std/tests/interop/ha.sh
+#   sudo ports/std/tests/interop/ha.sh              (the hubs initiate: static crypto map)
+#   sudo MAP=dynamic ports/std/tests/interop/ha.sh  (strongSwan initiates: dynamic map)
 #
 # Topology (every address a documentation prefix, inside namespaces created here):
 #
@@ -46,6 +47,8 @@ R="${NS_PREFIX}right"
 A="${NS_PREFIX}hub-a"
 B="${NS_PREFIX}hub-b"
 VIP=203.0.113.10
+MAP=${MAP:-static}
+[[ "$MAP" == static || "$MAP" == dynamic ]] || { echo "ha.sh: MAP=static or MAP=dynamic"; exit 2; }
 declare -A PID=()   # the `timeout` wrapper of each hub's daemon
 declare -A DPID=()  # the daemon itself (its child: `ip netns exec` execs it)
 T0=$(date +%s.%N)
@@ -103,6 +106,18 @@ wait_for() {
 	return 1
 }
 
+# The hubs' crypto map entry: MAP=static (the hub initiates from the VIP, triggered by
+# traffic) or MAP=dynamic (a dynamic entry: strongSwan initiates to the VIP; at takeover
+# the standby re-creates the per-pair SPD policy from the synced SA group).
+map_entry() {
+	if [[ "$MAP" == dynamic ]]; then
+		printf '%s\n' '[[crypto_map]]' 'name = "vpn"' 'seq = 10' 'dynamic = true' 'transform_sets = ["TS"]'
+	else
+		printf '%s\n' '[[crypto_map]]' 'name = "vpn"' 'seq = 10' 'peers = ["203.0.113.2"]' 'transform_sets = ["TS"]' \
+			'match = { local = "198.51.100.0/25", remote = "198.51.100.128/25" }' 'reverse_route = true'
+	fi
+}
+
 write_cfg() { # write_cfg HUB OWN_ADDRESS PEER PRIORITY [PREEMPT_DELAY]
 	local h=$1 own=$2 peer=$3 prio=$4 delay=${5:-} preempt=false
 	[[ -n "$delay" ]] && preempt=true
@@ -128,13 +143,7 @@ address = "203.0.113.2"
 [[transform_set]]
 name = "TS"
 esp = ["esp-aes", "esp-sha-hmac"]
-[[crypto_map]]
-name = "vpn"
-seq = 10
-peers = ["203.0.113.2"]
-transform_sets = ["TS"]
-match = { local = "198.51.100.0/25", remote = "198.51.100.128/25" }
-reverse_route = true
+$(map_entry)
 [redundancy]
 enabled = true
 virtual_ip = "$VIP"
@@ -169,9 +178,13 @@ is_state() { [[ "$(hajson "$1" 'd["state"]')" == "$2" ]]; }
 synced() { [[ "$(hajson "$1" 'd["synced_sa_pairs"] >= 1 and d["synced_ike_sas"] >= 1 and d["in_sync"]')" == True ]]; }
 
 # ---------------------------------------------------------------- topology --
-say "strongSwan (right) and the segment (left)"
+say "strongSwan (right) and the segment (left); hubs with a $MAP crypto map entry"
 : >"$STATE/hub-a.log"
 : >"$STATE/hub-b.log"
+if [[ "$MAP" == dynamic ]]; then
+	# strongSwan initiates to the VIP and accepts only it.
+	export RIGHT_REMOTE_ADDRS=$VIP RIGHT_REMOTE_ID=$VIP
+fi
 LEFT=none "$SS" up >"$STATE/ss-up.log" 2>&1 || { cat "$STATE/ss-up.log"; fail "strongswan-netns.sh up"; }
 # strongSwan: force UDP encapsulation (kernel-libipsec carries only ESP-in-UDP anyway).
 sed -i 's/encap = no /encap = yes/' "$STATE/right/swanctl/swanctl.conf"
@@ -210,9 +223,18 @@ wait_for 5 is_state b Backup || fail "hub-b is not backup"
 wait_for 5 connected b || fail "sync channel did not come up"
 say "hub-b: sync channel up: $(grep -m1 -o 'HA: sync channel to .* up' "$STATE/hub-b.log")"
 
-say "hub-a pings strongSwan's host through the tunnel (IKE from the VIP)"
-out=$(ip netns exec "$A" ping -c 5 -i 0.2 -W 2 -I 198.51.100.1 198.51.100.129)
-say "hub-a: $(grep 'packets transmitted' <<<"$out")"
+if [[ "$MAP" == dynamic ]]; then
+	say "strongSwan initiates to the VIP (hub-a answers with its dynamic crypto map entry)"
+	"$SS" swanctl right --initiate --child net --timeout 20 >"$STATE/initiate.out" 2>&1 ||
+		{ tail -5 "$STATE/initiate.out"; fail "strongSwan could not initiate to the VIP"; }
+	sleep 0.2
+	out=$(ip netns exec "$R" ping -c 5 -i 0.2 -W 2 -I 198.51.100.129 198.51.100.1)
+	say "strongSwan's host: $(grep 'packets transmitted' <<<"$out")"
+else
+	say "hub-a pings strongSwan's host through the tunnel (IKE from the VIP)"
+	out=$(ip netns exec "$A" ping -c 5 -i 0.2 -W 2 -I 198.51.100.1 198.51.100.129)
+	say "hub-a: $(grep 'packets transmitted' <<<"$out")"
+fi
 grep -Eq " [4-5] received" <<<"$out" || fail "no tunnel via hub-a"
 s1=$(sas)
 grep -q "remote-host=$VIP" <<<"$s1" || fail "strongSwan's peer is not the VIP: $s1"
@@ -331,4 +353,4 @@ for h in b a; do
 	wait "${PID[$h]}"
 	unset "PID[$h]" "DPID[$h]"
 done
-say "PASS: HA failover (crash gap ${gap} s, ${lost} lost), handover (gap ${gap2} s, ${lost2} lost) and preemption (${lost3} lost), same SAs throughout, in $(since "$T0") s"
+say "PASS ($MAP crypto map): HA failover (crash gap ${gap} s, ${lost} lost), handover (gap ${gap2} s, ${lost2} lost) and preemption (${lost3} lost), same SAs throughout, in $(since "$T0") s"
