@@ -306,7 +306,7 @@ kill -TERM "${DPID[b]}"
 wait "${PID[b]}"
 rc=$?
 unset 'PID[b]' 'DPID[b]'
-say "hub-b SIGTERM: exit $rc; $(grep -o '%HA-5-HANDOVER.*' "$STATE/hub-b.log" | cut -c1-120)"
+say "hub-b SIGTERM: exit $rc; $(grep -o '%HA-5-HANDOVER.*' "$STATE/hub-b.log" | cut -c1-170)"
 ((rc == 0)) || fail "hub-b exit status $rc"
 wait_for 3 is_state a Master || fail "hub-a did not take over after the resign"
 t_master=$(date -d "$(grep 'Backup -> Master' "$STATE/hub-a.log" | tail -1 | cut -d' ' -f1)" +%s.%N)
