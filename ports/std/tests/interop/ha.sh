@@ -60,7 +60,12 @@ say() { echo "[$(since "$T0")s] $*"; }
 cleanup() {
 	local h
 	for h in "${!PID[@]}"; do
-		[[ -n "${DPID[$h]:-}" ]] && kill -KILL "${DPID[$h]}" 2>/dev/null
+		# The daemon first (a SIGKILL of its `timeout` wrapper would orphan it).
+		if [[ -n "${DPID[$h]:-}" ]]; then
+			kill -KILL "${DPID[$h]}" 2>/dev/null
+		else
+			pkill -KILL -P "${PID[$h]}" 2>/dev/null
+		fi
 		kill -KILL "${PID[$h]}" 2>/dev/null
 		wait "${PID[$h]}" 2>/dev/null
 	done
@@ -85,6 +90,7 @@ trap 'exit 130' INT TERM
 [[ $(id -u) == 0 ]] || { echo "ha.sh: must run as root"; exit 2; }
 [[ -x "$IPSEC" ]] || { echo "ha.sh: $IPSEC missing: cargo build -p ipsec-std (or IPSEC=target/release/ipsec)"; exit 2; }
 command -v arping >/dev/null || { echo "ha.sh: arping missing: apt-get install iputils-arping"; exit 2; }
+command -v pgrep >/dev/null || { echo "ha.sh: pgrep missing: apt-get install procps"; exit 2; }
 mkdir -p "$STATE"
 ip netns del "$A" 2>/dev/null
 ip netns del "$B" 2>/dev/null
