@@ -183,12 +183,7 @@ impl Ha {
     /// # Errors
     /// A socket or the library refused the configuration.
     pub fn new(cfg: &Redundancy, now: Instant) -> Result<Self, String> {
-        let mut vc = VrrpConfig::new(cfg.group, cfg.primary, cfg.virtual_ip);
-        vc.priority = cfg.priority;
-        vc.preempt = cfg.preempt;
-        vc.preempt_delay = Duration::from_secs(u64::from(cfg.preempt_delay));
-        vc.adver_interval = u16::try_from(cfg.advert_interval_ms / 10).unwrap_or(100);
-        let mut vrrp = Vrrp::new(vc).map_err(|e| format!("VRRP: {e}"))?;
+        let mut vrrp = Vrrp::new(vrrp_config(cfg)).map_err(|e| format!("VRRP: {e}"))?;
         let chan = Chan::new(
             ChannelConfig::new(
                 u32::from(cfg.primary),
@@ -537,6 +532,17 @@ impl Ha {
             .last_sync()
             .map(|l| now.saturating_since(l).as_millis())
     }
+}
+
+/// The library's VRRP configuration for `[redundancy]` (intervals in centiseconds).
+#[must_use]
+pub fn vrrp_config(cfg: &Redundancy) -> VrrpConfig {
+    let mut vc = VrrpConfig::new(cfg.group, cfg.primary, cfg.virtual_ip);
+    vc.priority = cfg.priority;
+    vc.preempt = cfg.preempt;
+    vc.preempt_delay = Duration::from_secs(u64::from(cfg.preempt_delay));
+    vc.adver_interval = u16::try_from(cfg.advert_interval_ms / 10).unwrap_or(100);
+    vc
 }
 
 /// The crypto map entry of an SA group: dynamic pairs carry it in the high 16 bits (see
@@ -1066,7 +1072,62 @@ pub fn bind_freebind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 #[cfg(test)]
 mod tests {
-    use super::map_of_group;
+    use super::{map_of_group, vrrp_config};
+    use crate::config::Config;
+    use ipsec_core::ha::vrrp::{Vrrp, VrrpState};
+    use ipsec_core::{Duration, Instant};
+
+    const CFG: &str = r#"
+[interface]
+address = "203.0.113.11"
+[[isakmp.key]]
+key = "k"
+address = "203.0.113.2"
+[[transform_set]]
+name = "TS"
+esp = ["esp-aes", "esp-sha-hmac"]
+[[crypto_map]]
+name = "vpn"
+seq = 10
+dynamic = true
+transform_sets = ["TS"]
+[redundancy]
+enabled = true
+virtual_ip = "203.0.113.10"
+group = 7
+priority = 110
+preempt = true
+preempt_delay = 5
+peer = "203.0.113.12"
+interface = "ha-out"
+advert_interval_ms = 200
+sync_key = "0123456789abcdef"
+"#;
+
+    #[test]
+    fn vrrp_follows_the_configuration() {
+        let cfg = Config::parse(CFG).expect("valid");
+        let r = cfg.redundancy.as_ref().expect("enabled");
+        let vc = vrrp_config(r);
+        assert_eq!((vc.vrid, vc.priority, vc.preempt), (7, 110, true));
+        assert_eq!(vc.adver_interval, 20, "centiseconds");
+        assert_eq!(vc.preempt_delay, Duration::from_secs(5));
+        assert_eq!(vc.primary_ip.to_string(), "203.0.113.11");
+        assert_eq!(
+            vc.virtual_ips.first().map(ToString::to_string).as_deref(),
+            Some("203.0.113.10")
+        );
+        // Alone on the segment it becomes master after 3 x 200 ms + skew
+        // ((256 - 110) x 200 / 256 = 114 ms).
+        let mut v = Vrrp::new(vc).expect("accepted");
+        v.startup(Instant::ZERO);
+        assert_eq!(v.state(), VrrpState::Backup);
+        assert_eq!(v.master_down_interval(), Duration::from_millis(714));
+        v.handle_timeout(Instant::from_millis(713));
+        assert_eq!(v.state(), VrrpState::Backup);
+        v.handle_timeout(Instant::from_millis(714));
+        assert_eq!(v.state(), VrrpState::Master);
+    }
 
     #[test]
     fn groups_name_their_crypto_map_entry() {
