@@ -102,6 +102,8 @@ show() { # show HUB TOPIC [--json]
 }
 hajson() { show "$1" ha --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); print($2)" 2>/dev/null; }
 sas() { "$SS" swanctl right --list-sas --raw 2>/dev/null | grep 'list-sa event' || true; }
+# strongSwan's own view, for the log: the IKE SA and CHILD_SA lines of swanctl --list-sas.
+list_sas() { "$SS" swanctl right --list-sas 2>/dev/null | grep -E "ESTABLISHED|INSTALLED|in  |out " | sed 's/^/    swanctl| /'; }
 field() { grep -o "$1=[^ ]*" <<<"$2" | head -1 | cut -d= -f2; }
 
 # wait_for SECONDS CMD...: polls every 0.1 s.
@@ -250,6 +252,7 @@ spi_i1=$(field initiator-spi "$s1")
 spi_in1=$(field spi-in "$s1")
 spi_out1=$(field spi-out "$s1")
 say "strongSwan: IKE SA #$ike1 (cookie $spi_i1) with $VIP, CHILD_SA spi-in $spi_in1 spi-out $spi_out1, encap=yes"
+list_sas
 
 wait_for 10 synced b || fail "hub-b never got the SAs"
 say "show ha on hub-a:"
@@ -288,6 +291,7 @@ spi_in2=$(field spi-in "$s2")
 spi_out2=$(field spi-out "$s2")
 pkts_after=$(field packets-in "$s2")
 say "strongSwan after failover: IKE SA #$ike2 (cookie $(field initiator-spi "$s2")), spi-in $spi_in2 spi-out $spi_out2, packets-in $pkts_before -> $pkts_after"
+list_sas
 [[ "$ike2 $spi_in2 $spi_out2" == "$ike1 $spi_in1 $spi_out1" ]] || fail "strongSwan renegotiated: $s2"
 [[ $(grep -c "child-sas" <<<"$s2") == 1 ]] || fail "more than one IKE SA: $s2"
 ((pkts_after > pkts_before)) || fail "strongSwan's counters did not grow"
