@@ -11,11 +11,11 @@
 //! ([`ConfigError::line`], [`ConfigError::column`]) and says what was expected.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use hal_traits::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg};
+use hal_traits::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg, SecretBytes};
 use ipsec_core::Duration;
 use ipsec_core::dataplane::Fragmentation;
 use ipsec_core::esp::{DfBit, Encryption, Mode, Transform};
@@ -363,12 +363,26 @@ struct RawTunnel {
 struct RawRedundancy {
     enabled: Option<Spanned<bool>>,
     virtual_ip: Option<Spanned<String>>,
-    group: Option<u8>,
-    priority: Option<u8>,
+    group: Option<Spanned<u8>>,
+    priority: Option<Spanned<u8>>,
     #[serde(default)]
     preempt: bool,
+    preempt_delay: Option<Spanned<u32>>,
     peer: Option<Spanned<String>>,
-    interface: Option<String>,
+    interface: Option<Spanned<String>>,
+    advert_interval_ms: Option<Spanned<u32>>,
+    sync_key: Option<Spanned<String>>,
+    sync_port: Option<Spanned<u16>>,
+    replay_interval: Option<Spanned<RawReplayInterval>>,
+    seq_margin: Option<Spanned<u32>>,
+    window_margin: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawReplayInterval {
+    inbound: Spanned<u32>,
+    outbound: Spanned<u32>,
 }
 
 // -------------------------------------------------------------- validated --
@@ -443,6 +457,44 @@ pub struct Tunnel {
     pub mtu: u16,
 }
 
+/// `[redundancy]` when enabled: a VRRP group owning the virtual IP, and the stateful
+/// sync channel to the other member (`standby` + `redundancy inter-device` + `crypto
+/// map ... redundancy stateful`).
+#[derive(Clone, Debug)]
+pub struct Redundancy {
+    /// The shared address IKE and ESP use; the active member owns it.
+    pub virtual_ip: Ipv4Addr,
+    /// VRRP virtual router id (HSRP group), 1-255.
+    pub group: u8,
+    /// VRRP priority, 1-254 (higher wins).
+    pub priority: u8,
+    /// Take the group over from a lower-priority master.
+    pub preempt: bool,
+    /// Seconds to wait before preempting (`standby preempt delay minimum`).
+    pub preempt_delay: u32,
+    /// The other member's address on the same segment: sync channel peer.
+    pub peer: Ipv4Addr,
+    /// This member's own address there (`[interface] address`).
+    pub primary: Ipv4Addr,
+    /// The Linux device the virtual IP is added to.
+    pub interface: String,
+    /// VRRP advertisement interval in milliseconds (a multiple of 10).
+    pub advert_interval_ms: u32,
+    /// The sync channel's pre-shared key (zeroized on drop, `Debug` shows its length).
+    pub sync_key: SecretBytes<64>,
+    /// UDP port of the sync channel on both members.
+    pub sync_port: u16,
+    /// Replay interval `(inbound, outbound)`, in packets.
+    pub replay_interval: (u32, u32),
+    /// Outbound sequence numbers skipped beyond the interval at takeover.
+    pub seq_margin: u32,
+    /// Inbound window advance beyond the interval at takeover.
+    pub window_margin: u32,
+}
+
+/// Default UDP port of the HA sync channel.
+pub const DEFAULT_SYNC_PORT: u16 = 4501;
+
 /// A validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -470,6 +522,8 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// GRE tunnels (parsed, not wired).
     pub tunnels: Vec<Tunnel>,
+    /// `[redundancy]`, when enabled.
+    pub redundancy: Option<Redundancy>,
 }
 
 impl Config {
@@ -1136,22 +1190,17 @@ impl Validator<'_> {
         }
 
         // [redundancy]
-        if let Some(r) = &raw.redundancy {
-            let v = r.get_ref();
-            if let Some(vip) = &v.virtual_ip {
-                self.ip(vip, "redundancy virtual_ip")?;
-            }
-            if let Some(p) = &v.peer {
-                self.ip(p, "redundancy peer")?;
-            }
-            let _ = (v.group, v.priority, v.preempt, &v.interface);
-            if let Some(en) = v.enabled.as_ref().filter(|e| *e.get_ref()) {
-                return self.err(en.span(), "redundancy is not implemented yet (issue 9: VRRP/HSRP-style virtual IP and SADB sync); expected enabled = false");
-            }
-        }
+        let redundancy = match &raw.redundancy {
+            Some(r) => self.redundancy(r, address)?,
+            None => None,
+        };
 
         // crypto isakmp keepalive <interval> <retry> [periodic] -> DPD in the control plane.
         let mut ike = ike;
+        if let Some(r) = &redundancy {
+            // IKE identities, NAT-D hashes and the ESP outer headers use the virtual IP.
+            ike.local_addr = IpAddr::V4(r.virtual_ip);
+        }
         ike.keepalive = keepalive.map(|k| {
             let lib = ipsec_ike::v1::Keepalive::new(
                 ipsec_core::Duration::from_secs(u64::from(k.interval)),
@@ -1179,7 +1228,171 @@ impl Validator<'_> {
             fragmentation,
             profiles,
             tunnels,
+            redundancy,
         })
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn redundancy(&self, r: &Spanned<RawRedundancy>, address: IpAddr) -> R<Option<Redundancy>> {
+        let v = r.get_ref();
+        let v4 = |s: &Spanned<String>, what: &str| -> R<Ipv4Addr> {
+            match self.ip(s, what)? {
+                IpAddr::V4(a) => Ok(a),
+                IpAddr::V6(_) => self.err(
+                    s.span(),
+                    format!("{what}: expected an IPv4 address (VRRPv3 over IPv6 is not supported)"),
+                ),
+            }
+        };
+        let vip = v
+            .virtual_ip
+            .as_ref()
+            .map(|s| v4(s, "redundancy virtual_ip"))
+            .transpose()?;
+        let peer = v
+            .peer
+            .as_ref()
+            .map(|s| v4(s, "redundancy peer"))
+            .transpose()?;
+        let group = match &v.group {
+            Some(g) if *g.get_ref() == 0 => {
+                return self.err(g.span(), "redundancy group 0 (expected 1 to 255)");
+            }
+            Some(g) => *g.get_ref(),
+            None => 1,
+        };
+        let priority = match &v.priority {
+            Some(p) if matches!(*p.get_ref(), 0 | 255) => {
+                return self.err(p.span(), format!("redundancy priority {} (expected 1 to 254: 0 means resigning and 255 an address owner, and the virtual IP is nobody's own address)", p.get_ref()));
+            }
+            Some(p) => *p.get_ref(),
+            None => 100,
+        };
+        let advert_interval_ms = match &v.advert_interval_ms {
+            Some(a) if !(10..=40_950).contains(a.get_ref()) || a.get_ref() % 10 != 0 => {
+                return self.err(a.span(), format!("advert_interval_ms {} (expected 10 to 40950, a multiple of 10: VRRPv3 counts centiseconds)", a.get_ref()));
+            }
+            Some(a) => *a.get_ref(),
+            None => 1000,
+        };
+        let sync_port = match &v.sync_port {
+            Some(p) if matches!(*p.get_ref(), 0 | 500 | 4500) => {
+                return self.err(
+                    p.span(),
+                    format!(
+                        "sync_port {} (expected 1 to 65535, not IKE's 500 or 4500)",
+                        p.get_ref()
+                    ),
+                );
+            }
+            Some(p) => *p.get_ref(),
+            None => DEFAULT_SYNC_PORT,
+        };
+        let replay_interval = match &v.replay_interval {
+            Some(ri) => {
+                let ri = ri.get_ref();
+                for x in [&ri.inbound, &ri.outbound] {
+                    if !(1..=1_000_000).contains(x.get_ref()) {
+                        return self.err(
+                            x.span(),
+                            format!(
+                                "replay_interval {} (expected 1 to 1000000 packets)",
+                                x.get_ref()
+                            ),
+                        );
+                    }
+                }
+                (*ri.inbound.get_ref(), *ri.outbound.get_ref())
+            }
+            None => (100, 1),
+        };
+        let margin = |m: &Option<Spanned<u32>>, default: u32, what: &str| -> R<u32> {
+            match m {
+                Some(x) if *x.get_ref() > 1_000_000 => self.err(
+                    x.span(),
+                    format!("{what} {} (expected 0 to 1000000 packets)", x.get_ref()),
+                ),
+                Some(x) => Ok(*x.get_ref()),
+                None => Ok(default),
+            }
+        };
+        let preempt_delay = match &v.preempt_delay {
+            Some(d) if *d.get_ref() > 3600 => {
+                return self.err(
+                    d.span(),
+                    format!("preempt_delay {} (expected 0 to 3600 seconds)", d.get_ref()),
+                );
+            }
+            Some(d) => *d.get_ref(),
+            None => 0,
+        };
+        let seq_margin = margin(&v.seq_margin, 64, "seq_margin")?;
+        let window_margin = margin(&v.window_margin, 32, "window_margin")?;
+        if let Some(k) = &v.sync_key {
+            if !(16..=64).contains(&k.get_ref().len()) {
+                return self.err(k.span(), format!("sync_key of {} bytes (expected 16 to 64; 32 random characters recommended)", k.get_ref().len()));
+            }
+        }
+        if let Some(i) = &v.interface {
+            let n = i.get_ref();
+            if n.is_empty() || n.len() > 15 || n.contains(['/', ' ']) {
+                return self.err(i.span(), format!("redundancy interface {n:?} is not a Linux interface name (expected 1 to 15 characters, no '/' or space)"));
+            }
+        }
+        let Some(en) = v.enabled.as_ref().filter(|e| *e.get_ref()) else {
+            return Ok(None);
+        };
+        let missing = |what: &str| {
+            self.err(
+                en.span(),
+                format!("enabled = true needs {what} in [redundancy]"),
+            )
+        };
+        let Some(vip) = vip else {
+            return missing("virtual_ip (the address the peers talk to)");
+        };
+        let Some(peer) = peer else {
+            return missing("peer (the other member's address)");
+        };
+        let Some(interface) = v.interface.as_ref().map(|i| i.get_ref().clone()) else {
+            return missing("interface (the Linux device the virtual IP lives on)");
+        };
+        let Some(key) = &v.sync_key else {
+            return missing("sync_key (the sync channel's pre-shared key, same on both members)");
+        };
+        let Ok(sync_key) = SecretBytes::from_slice(key.get_ref().as_bytes()) else {
+            return self.err(key.span(), "sync_key longer than 64 bytes");
+        };
+        let IpAddr::V4(primary) = address else {
+            return self.err(en.span(), "redundancy needs an IPv4 [interface] address");
+        };
+        if vip == primary {
+            let s = v.virtual_ip.as_ref().map_or(en.span(), Spanned::span);
+            return self.err(s, "virtual_ip equals the interface address (expected a shared address of its own; [interface] address is this member's own)");
+        }
+        if peer == primary || peer == vip {
+            let s = v.peer.as_ref().map_or(en.span(), Spanned::span);
+            return self.err(
+                s,
+                "peer must be the other member's own address (not ours, not the virtual IP)",
+            );
+        }
+        Ok(Some(Redundancy {
+            virtual_ip: vip,
+            group,
+            priority,
+            preempt: v.preempt,
+            preempt_delay,
+            peer,
+            primary,
+            interface,
+            advert_interval_ms,
+            sync_key,
+            sync_port,
+            replay_interval,
+            seq_margin,
+            window_margin,
+        }))
     }
 
     fn protocol(&self, p: &Spanned<toml::Value>) -> R<u8> {

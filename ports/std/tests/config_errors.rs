@@ -233,15 +233,7 @@ fn semantic_ranges_and_references() {
         "{BASE}\n[[tunnel]]\nname = \"Tunnel0\"\naddress = \"172.16.0.1/30\"\nsource = \"203.0.113.1\"\ndestination = \"203.0.113.2\"\nprotection = \"gre-prof\"\n"
     ));
     assert_err(&e, 39, &["unknown ipsec profile \"gre-prof\""]);
-    // Redundancy parses but is refused when enabled.
-    let e = err(&format!(
-        "{BASE}\n[redundancy]\nenabled = true\nvirtual_ip = \"203.0.113.10\"\n"
-    ));
-    assert_err(
-        &e,
-        35,
-        &["redundancy is not implemented yet", "enabled = false"],
-    );
+    // Redundancy: disabled is fine with or without the other keys.
     Config::parse(&format!(
         "{BASE}\n[redundancy]\nenabled = false\nvirtual_ip = \"203.0.113.10\"\n"
     ))
@@ -274,4 +266,144 @@ fn examples_parse() {
         n >= 4,
         "expected the four example configurations, found {n}"
     );
+}
+
+/// The lines of a `[redundancy]` section with every required key (line 34 of the file
+/// is `[redundancy]`, 35 `enabled = true`, 36 `virtual_ip`, 37 `peer`, 38 `interface`,
+/// 39 `sync_key`).
+const HA: [&str; 6] = [
+    "[redundancy]",
+    "enabled = true",
+    "virtual_ip = \"203.0.113.10\"",
+    "peer = \"203.0.113.3\"",
+    "interface = \"eth0\"",
+    "sync_key = \"0123456789abcdef0123\"",
+];
+
+/// BASE plus the HA section, with `extra` lines added at its end.
+fn ha(extra: &str) -> String {
+    format!("{BASE}\n{}\n{extra}", HA.join("\n"))
+}
+
+/// BASE plus the HA section, with the section line starting `key =` replaced by `line`
+/// (or `line` appended). Returns the text and the line number of `line`.
+fn ha_with(key: &str, line: &str) -> (String, usize) {
+    let mut lines: Vec<String> = HA.iter().map(ToString::to_string).collect();
+    match lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{key} =")))
+    {
+        Some(i) => lines[i] = line.to_string(),
+        None => lines.push(line.to_string()),
+    }
+    let text = format!("{BASE}\n{}\n", lines.join("\n"));
+    let n = text.lines().position(|l| l == line).map_or(0, |i| i + 1);
+    (text, n)
+}
+
+#[test]
+fn redundancy_valid() {
+    let c = Config::parse(&ha("priority = 110\npreempt = true\nadvert_interval_ms = 200\nreplay_interval = { inbound = 1, outbound = 1 }\nwindow_margin = 2\n")).expect("valid");
+    let r = c.redundancy.as_ref().expect("enabled");
+    assert_eq!(r.virtual_ip.to_string(), "203.0.113.10");
+    assert_eq!((r.group, r.priority, r.preempt), (1, 110, true));
+    assert_eq!(r.preempt_delay, 0);
+    assert_eq!(r.advert_interval_ms, 200);
+    assert_eq!(r.sync_port, ipsec_std::config::DEFAULT_SYNC_PORT);
+    assert_eq!(r.replay_interval, (1, 1));
+    assert_eq!((r.seq_margin, r.window_margin), (64, 2));
+    // IKE identities and the ESP outer addresses become the virtual IP.
+    assert_eq!(c.ike.local_addr.to_string(), "203.0.113.10");
+    assert_eq!(c.interface.address.to_string(), "203.0.113.1");
+    // The sync key never shows in Debug output.
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("0123456789abcdef0123"), "{dbg}");
+    assert_eq!(r.sync_key.expose(), b"0123456789abcdef0123");
+    // Disabled: no redundancy, IKE on the interface address.
+    let off = Config::parse(&format!("{BASE}\n[redundancy]\nenabled = false\n")).expect("valid");
+    assert!(off.redundancy.is_none());
+    assert_eq!(off.ike.local_addr.to_string(), "203.0.113.1");
+}
+
+#[test]
+fn redundancy_missing_keys() {
+    for (drop, needle) in [
+        ("virtual_ip", "needs virtual_ip"),
+        ("peer", "needs peer"),
+        ("interface", "needs interface"),
+        ("sync_key", "needs sync_key"),
+    ] {
+        let lines: Vec<&str> = HA
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with(&format!("{drop} =")))
+            .collect();
+        let text = format!("{BASE}\n{}\n", lines.join("\n"));
+        let e = err(&text);
+        // The error points at `enabled = true` (line 35).
+        assert_err(&e, 35, &[needle, "[redundancy]"]);
+    }
+}
+
+#[test]
+fn redundancy_bad_values() {
+    let cases: [(&str, &[&str]); 13] = [
+        (
+            "preempt_delay = 4000",
+            &["preempt_delay 4000", "0 to 3600 seconds"],
+        ),
+        ("priority = 255", &["priority 255", "expected 1 to 254"]),
+        ("priority = 0", &["priority 0", "expected 1 to 254"]),
+        ("group = 0", &["group 0", "expected 1 to 255"]),
+        (
+            "advert_interval_ms = 5",
+            &["advert_interval_ms 5", "multiple of 10"],
+        ),
+        (
+            "advert_interval_ms = 1005",
+            &["advert_interval_ms 1005", "multiple of 10"],
+        ),
+        (
+            "advert_interval_ms = 50000",
+            &["advert_interval_ms 50000", "10 to 40950"],
+        ),
+        (
+            "sync_port = 4500",
+            &["sync_port 4500", "not IKE's 500 or 4500"],
+        ),
+        (
+            "replay_interval = { inbound = 0, outbound = 1 }",
+            &["replay_interval 0", "1 to 1000000"],
+        ),
+        (
+            "window_margin = 2000000",
+            &["window_margin 2000000", "0 to 1000000"],
+        ),
+        (
+            "interface = \"a/b\"",
+            &["redundancy interface \"a/b\"", "no '/'"],
+        ),
+        (
+            "replay_interval = { inbound = 1 }",
+            &["missing field `outbound`"],
+        ),
+        ("track = \"eth1\"", &["unknown field `track`"]),
+    ];
+    for (line, needles) in cases {
+        let key = line.split(' ').next().unwrap_or_default();
+        let (text, want) = ha_with(key, line);
+        let e = err(&text);
+        assert_err(&e, want, needles);
+    }
+    // A short sync key, named with its length.
+    let e = err(&ha("").replace("\"0123456789abcdef0123\"", "\"short\""));
+    assert_err(&e, 39, &["sync_key of 5 bytes", "16 to 64"]);
+    // IPv6 virtual IP.
+    let e = err(&ha("").replace("\"203.0.113.10\"", "\"2001:db8::10\""));
+    assert_err(&e, 36, &["virtual_ip", "IPv4"]);
+    // The VIP may not be our own address, the peer may not be us or the VIP.
+    let e = err(&ha("").replace("\"203.0.113.10\"", "\"203.0.113.1\""));
+    assert_err(&e, 36, &["virtual_ip equals the interface address"]);
+    let e = err(&ha("").replace("\"203.0.113.3\"", "\"203.0.113.10\""));
+    assert_err(&e, 37, &["peer must be the other member's own address"]);
 }

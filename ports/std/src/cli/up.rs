@@ -20,7 +20,8 @@ pub struct UpArgs {
     #[arg(long)]
     check: bool,
     /// Debug output, like IOS `debug crypto isakmp` / `debug crypto ipsec`: a list of
-    /// `isakmp`, `ipsec`, `daemon` or `all`. Never prints key material.
+    /// `isakmp`, `ipsec`, `ha` (IOS `debug standby` / `debug crypto ha`), `daemon` or
+    /// `all`. Never prints key material.
     #[arg(long, value_delimiter = ',')]
     debug: Vec<String>,
     /// Log filter in tracing's `Targets` syntax (overrides --debug), e.g.
@@ -37,12 +38,12 @@ fn init_logging(a: &UpArgs) -> Result<(), String> {
             for d in &a.debug {
                 match d.as_str() {
                     "all" => t = t.with_default(LevelFilter::DEBUG),
-                    "isakmp" | "ipsec" | "daemon" => {
+                    "isakmp" | "ipsec" | "ha" | "daemon" => {
                         t = t.with_target(d.clone(), LevelFilter::DEBUG)
                     }
                     other => {
                         return Err(format!(
-                            "--debug {other:?}: expected isakmp, ipsec, daemon or all"
+                            "--debug {other:?}: expected isakmp, ipsec, ha, daemon or all"
                         ));
                     }
                 }

@@ -117,10 +117,7 @@ fn render(d: &Daemon, topic: &str) -> Option<(String, Value)> {
         "isakmp-sa" => isakmp_sa(d),
         "ipsec-sa" => ipsec_sa(d),
         "interfaces" => interfaces(d),
-        "ha" => (
-            "redundancy: not configured (HA with a virtual IP and SADB sync is not implemented yet)\n".into(),
-            json!({"redundancy": "not configured"}),
-        ),
+        "ha" => d.ha_show(),
         _ => return None,
     })
 }
@@ -281,7 +278,7 @@ fn range(r: &AddrRange) -> String {
 /// `show crypto ipsec sa`.
 fn ipsec_sa(d: &Daemon) -> (String, Value) {
     let now = d.clock();
-    let local = d.cfg.interface.address;
+    let local = d.cfg.ike.local_addr;
     let mut pairs = Vec::new();
     let mut data = Vec::new();
     for c in &d.children {

@@ -34,6 +34,7 @@
 //! removed, the TUN closed (it disappears), exit 0.
 
 pub mod control;
+pub mod ha;
 mod packet;
 pub mod routes;
 
@@ -80,8 +81,6 @@ const HOLD_DOWN: Duration = Duration::from_secs(2);
 const QUEUE_SETTLE: Duration = Duration::from_millis(50);
 /// Packets handled per source per wakeup before the others get their turn.
 const BUDGET: usize = 128;
-/// SPD sequence numbers of policies added for dynamic crypto map entries.
-const DYNAMIC_POLICY_BASE: u32 = 1_000_000;
 
 /// The data plane as the daemon sizes it.
 pub type Dp = Dataplane<SoftCrypto, MAX_SAS, MAX_POLICIES, 2, 4, FRAG_SIZE>;
@@ -189,6 +188,8 @@ pub struct Daemon {
     flush_at: HashMap<u32, Instant>,
     hold_down: HashMap<u32, Instant>,
     next_dyn: u32,
+    /// `[redundancy]`: the VRRP election, the sync channel and the replicated SADB.
+    ha: Option<Box<ha::Ha>>,
     buf: Vec<u8>,
     reasm: Vec<u8>,
     work: Vec<u8>,
@@ -210,11 +211,17 @@ impl Daemon {
     /// # Errors
     /// Why the daemon cannot start (a bind, the TUN, ...).
     pub fn new(cfg: Config, opts: &RunOptions) -> Result<Self, String> {
-        let local = cfg.interface.address;
-        let s500 = UdpSocket::bind(SocketAddr::new(local, 500))
-            .map_err(io_err(&format!("bind {local}:500")))?;
-        let s4500 = UdpSocket::bind(SocketAddr::new(local, 4500))
-            .map_err(io_err(&format!("bind {local}:4500")))?;
+        // With HA, IKE and ESP use the virtual IP (the standby binds it before owning it).
+        let local = cfg.ike.local_addr;
+        let bind = |port| {
+            if cfg.redundancy.is_some() {
+                ha::bind_freebind(SocketAddr::new(local, port))
+            } else {
+                UdpSocket::bind(SocketAddr::new(local, port))
+            }
+        };
+        let s500 = bind(500).map_err(io_err(&format!("bind {local}:500")))?;
+        let s4500 = bind(4500).map_err(io_err(&format!("bind {local}:4500")))?;
         let control_path = opts
             .control
             .clone()
@@ -266,6 +273,11 @@ impl Daemon {
         if let Some(k) = cfg.keepalive {
             info!(target: "isakmp", "ISAKMP: DPD {:?}, interval {} s, retry {} s", k.mode, k.interval, k.retry);
         }
+        let started = StdInstant::now();
+        let ha = match &cfg.redundancy {
+            Some(r) => Some(Box::new(ha::Ha::new(r, Instant::ZERO)?)),
+            None => None,
+        };
         for t in &cfg.tunnels {
             warn!(target: "daemon", "interface {}: GRE data path not wired yet; the tunnel is parsed and shown, not brought up", t.name);
         }
@@ -277,7 +289,7 @@ impl Daemon {
             routes,
             keepalives: HashMap::new(),
             stats: Stats::default(),
-            started: StdInstant::now(),
+            started,
             control_path,
             listener,
             rng: BufferedOsRng::new(),
@@ -288,7 +300,8 @@ impl Daemon {
             pending: HashMap::new(),
             flush_at: HashMap::new(),
             hold_down: HashMap::new(),
-            next_dyn: DYNAMIC_POLICY_BASE,
+            next_dyn: 0,
+            ha,
             buf: vec![0; 65_600],
             reasm: vec![0; FRAG_SIZE + 64],
             work: vec![0; 65_600],
@@ -348,6 +361,9 @@ impl Daemon {
         .map_err(io_err("register"))?;
         reg.register(&mut SourceFd(&sig_r.as_raw_fd()), TSIG, Interest::READABLE)
             .map_err(io_err("register"))?;
+        if let Some(h) = self.ha.as_deref_mut() {
+            h.register(reg).map_err(io_err("register"))?;
+        }
         info!(target: "daemon", "{}: up on {} ({}), control socket {}", self.cfg.hostname,
             self.cfg.interface.address, self.cfg.interface.name, self.control_path.display());
 
@@ -379,6 +395,14 @@ impl Daemon {
                     T4500 => self.read_udp(true),
                     TRAW => self.read_raw(),
                     TTUN => self.read_tun(),
+                    ha::TVRRP => {
+                        self.ha_read_vrrp();
+                        false
+                    }
+                    ha::TSYNC => {
+                        self.ha_read_sync();
+                        false
+                    }
                     TCTL => {
                         self.serve_control();
                         false
@@ -404,15 +428,19 @@ impl Daemon {
 
     fn next_wakeup(&self) -> Option<StdDuration> {
         let now = self.now();
-        let mut t = [self.ike.poll_timeout(), self.dp.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .chain(
-                self.keepalives
-                    .values()
-                    .filter_map(NatKeepalive::poll_timeout),
-            )
-            .min();
+        let mut t = [
+            self.ike.poll_timeout(),
+            self.dp.poll_timeout(),
+            self.ha.as_deref().and_then(ha::Ha::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(
+            self.keepalives
+                .values()
+                .filter_map(NatKeepalive::poll_timeout),
+        )
+        .min();
         for h in self.hold_down.values().chain(self.flush_at.values()) {
             t = Some(t.map_or(*h, |x| x.min(*h)));
         }
@@ -438,6 +466,7 @@ impl Daemon {
         self.hold_down.retain(|_, t| *t > now);
         self.flush_queues(now);
         self.drain(now);
+        self.ha_service(now);
         let due: Vec<IpAddr> = self
             .keepalives
             .iter()
@@ -656,8 +685,7 @@ impl Daemon {
             .crypto_map(cs.crypto_map)
             .is_none_or(|e| e.dynamic);
         let (group, dyn_policy) = if dynamic {
-            let g = self.next_dyn;
-            self.next_dyn += 1;
+            let g = self.dyn_group(cs.crypto_map);
             let p = Policy {
                 seq: g,
                 selector,
@@ -688,7 +716,7 @@ impl Daemon {
             |u| format!(" UDP-Encaps {}->{}", u.local_port, u.remote_port),
         );
         info!(target: "ipsec", "IPSEC(create_sa): sa created, (sa) sa_dest= {}, sa_proto= 50, sa_spi= {:#010X}({}), sa_trans= {t}{encap}, sa_conn_id= {}",
-            self.cfg.interface.address, cs.inbound.spi, cs.inbound.spi, cs.conn_id);
+            self.cfg.ike.local_addr, cs.inbound.spi, cs.inbound.spi, cs.conn_id);
         info!(target: "ipsec", "IPSEC(create_sa): sa created, (sa) sa_dest= {}, sa_proto= 50, sa_spi= {:#010X}({}), sa_trans= {t}{encap}, sa_conn_id= {}",
             cs.peer.ip(), cs.outbound.spi, cs.outbound.spi, cs.conn_id);
         debug!(target: "ipsec", "IPSEC(create_sa): local_proxy= {}, remote_proxy= {}, crypto map entry {}, lifetime {} s / {} kB{}",
@@ -724,6 +752,7 @@ impl Daemon {
             dyn_policy,
             rekeying: false,
         });
+        self.ha_sa_installed(now, cs, group, (hin, hout));
         // Packets that waited for this SA leave once the peer has had time to install it.
         if let Some(q) = self
             .pending
@@ -755,11 +784,27 @@ impl Daemon {
         }
     }
 
+    /// SA group (and SPD sequence number) of a dynamic pair: the crypto map entry in the
+    /// high 16 bits, so it sorts after every static entry and an HA standby can tell the
+    /// entry from the group alone ([`ha::map_of_group`]).
+    fn dyn_group(&mut self, map: u32) -> u32 {
+        let base = (map & 0xffff) << 16;
+        for _ in 0..=0xffff {
+            let g = base | (self.next_dyn & 0xffff);
+            self.next_dyn = self.next_dyn.wrapping_add(1);
+            if g > 0xffff && !self.children.iter().any(|c| c.group == g) {
+                return g;
+            }
+        }
+        base
+    }
+
     fn uninstall(&mut self, in_spi: u32) {
         let Some(i) = self.children.iter().position(|c| c.in_spi == in_spi) else {
             return;
         };
         let c = self.children.remove(i);
+        self.ha_sa_removed(in_spi);
         self.dp.remove_inbound(c.hin);
         self.dp.remove_outbound(c.hout);
         if let Some(g) = c.dyn_policy {
@@ -851,6 +896,13 @@ impl Daemon {
     }
 
     fn outbound_packet(&mut self, now: Instant, pkt: &mut [u8]) {
+        if self.ha_standby() {
+            // The active member carries the traffic; a standby negotiates nothing.
+            if let Some(h) = self.ha.as_deref_mut() {
+                h.stats.standby_drops += 1;
+            }
+            return;
+        }
         let bufs = SendBuffers {
             work: &mut self.work,
             frag: &mut self.frag,
@@ -952,7 +1004,7 @@ impl Daemon {
                     } else {
                         self.cfg.ike.ike_port
                     };
-                    let to = SocketAddr::new(self.cfg.interface.address, port);
+                    let to = SocketAddr::new(self.cfg.ike.local_addr, port);
                     self.datagram(now, &mut buf, n, from, to, natt);
                     self.buf = buf;
                     self.drain(now);
@@ -1098,6 +1150,10 @@ impl Daemon {
     // -------------------------------------------------------------- shutdown --
 
     fn shutdown(&mut self) {
+        if self.ha_hand_over() {
+            self.routes.remove_all();
+            return;
+        }
         let now = self.now();
         let conns: Vec<u32> = self.ike.isakmp_status().map(|s| s.conn_id).collect();
         for c in conns {
