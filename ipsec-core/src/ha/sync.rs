@@ -45,6 +45,7 @@ use core::fmt;
 
 use hal_traits::CryptoProvider;
 use heapless::{Deque, Vec};
+use zeroize::Zeroize;
 
 use super::HaRole;
 use super::channel::SyncChannel;
@@ -212,12 +213,47 @@ struct Entry<const W: usize> {
     stale: bool,
 }
 
-#[derive(Clone, Debug)]
+/// An exported IKE SA (`Ike::export_sa`): it carries SKEYID_d/a/e and the phase-1 IV,
+/// so it is wiped when replaced or dropped and never printed.
+struct IkeBody(Vec<u8, MAX_IKE_BODY>);
+
+impl IkeBody {
+    fn from_slice(b: &[u8]) -> Option<Self> {
+        let mut v = Vec::new();
+        v.extend_from_slice(b).ok()?;
+        Some(Self(v))
+    }
+}
+
+impl Drop for IkeBody {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
+impl core::ops::Deref for IkeBody {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 struct IkeEntry {
     cookies: [u8; 16],
-    body: Vec<u8, MAX_IKE_BODY>,
+    body: IkeBody,
     dirty: bool,
     stale: bool,
+}
+
+impl fmt::Debug for IkeEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IkeEntry")
+            .field("cookies", &self.cookies)
+            .field("body_len", &self.body.len())
+            .field("dirty", &self.dirty)
+            .field("stale", &self.stale)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -500,9 +536,7 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         if self.role != HaRole::Active {
             return Err(SyncError::NotActive);
         }
-        let mut v = Vec::new();
-        v.extend_from_slice(body)
-            .map_err(|_| SyncError::Record(RecordError::Malformed))?;
+        let v = IkeBody::from_slice(body).ok_or(SyncError::Record(RecordError::Malformed))?;
         let dirty = self.connected;
         if let Some(e) = self.ike.iter_mut().find(|e| e.cookies == cookies) {
             e.body = v;
@@ -853,10 +887,9 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
                 }
             }
             Record::IkeSa(r) => {
-                let mut body = Vec::new();
-                if body.extend_from_slice(r.body).is_err() {
+                let Some(body) = IkeBody::from_slice(r.body) else {
                     return false;
-                }
+                };
                 if let Some(e) = self.ike.iter_mut().find(|e| e.cookies == r.cookies) {
                     e.body = body;
                     e.stale = false;
