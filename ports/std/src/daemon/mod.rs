@@ -34,6 +34,7 @@
 //! removed, the TUN closed (it disappears), exit 0.
 
 pub mod control;
+pub mod gre;
 mod packet;
 pub mod routes;
 
@@ -184,6 +185,8 @@ pub struct Daemon {
     s4500: UdpSocket,
     raw: Option<socket2::Socket>,
     tun: tun::Device,
+    /// GRE tunnels (`[[tunnel]]`).
+    pub gre: gre::Tunnels,
     pending: HashMap<u32, VecDeque<Vec<u8>>>,
     /// SA groups whose queued packets leave at the given time (see [`QUEUE_SETTLE`]).
     flush_at: HashMap<u32, Instant>,
@@ -253,7 +256,8 @@ impl Daemon {
         let ike = Box::new(Ike::new(cfg.ike.clone()));
         let mut routes = Routes::new(&cfg.interface.tun, cfg.interface.source);
         for e in &cfg.ike.crypto_maps {
-            if e.dynamic {
+            // A tunnel's delivery packets never pass through the kernel's routes.
+            if e.dynamic || cfg.tunnel(e.seq).is_some() {
                 continue;
             }
             match e.selector.remote.as_prefix() {
@@ -266,9 +270,7 @@ impl Daemon {
         if let Some(k) = cfg.keepalive {
             info!(target: "isakmp", "ISAKMP: DPD {:?}, interval {} s, retry {} s", k.mode, k.interval, k.retry);
         }
-        for t in &cfg.tunnels {
-            warn!(target: "daemon", "interface {}: GRE data path not wired yet; the tunnel is parsed and shown, not brought up", t.name);
-        }
+        let gre = gre::Tunnels::open(&cfg, Instant::ZERO)?;
         Ok(Self {
             cfg,
             ike,
@@ -285,6 +287,7 @@ impl Daemon {
             s4500,
             raw,
             tun,
+            gre,
             pending: HashMap::new(),
             flush_at: HashMap::new(),
             hold_down: HashMap::new(),
@@ -348,6 +351,7 @@ impl Daemon {
         .map_err(io_err("register"))?;
         reg.register(&mut SourceFd(&sig_r.as_raw_fd()), TSIG, Interest::READABLE)
             .map_err(io_err("register"))?;
+        self.gre.register(reg).map_err(io_err("register"))?;
         info!(target: "daemon", "{}: up on {} ({}), control socket {}", self.cfg.hostname,
             self.cfg.interface.address, self.cfg.interface.name, self.control_path.display());
 
@@ -355,6 +359,8 @@ impl Daemon {
         // Sources that still had packets when their budget ran out (edge-triggered).
         let mut busy: Vec<Token> = Vec::new();
         let mut stop = false;
+        let now = self.now();
+        self.gre_start(now);
         while !stop {
             self.service_timers();
             let timeout = if busy.is_empty() {
@@ -389,7 +395,10 @@ impl Daemon {
                         stop = true;
                         false
                     }
-                    _ => false,
+                    t => match self.gre.index_of(t) {
+                        Some(i) => self.read_gre_tun(i),
+                        None => false,
+                    },
                 };
                 if more {
                     busy.push(t);
@@ -404,15 +413,19 @@ impl Daemon {
 
     fn next_wakeup(&self) -> Option<StdDuration> {
         let now = self.now();
-        let mut t = [self.ike.poll_timeout(), self.dp.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .chain(
-                self.keepalives
-                    .values()
-                    .filter_map(NatKeepalive::poll_timeout),
-            )
-            .min();
+        let mut t = [
+            self.ike.poll_timeout(),
+            self.dp.poll_timeout(),
+            self.gre.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(
+            self.keepalives
+                .values()
+                .filter_map(NatKeepalive::poll_timeout),
+        )
+        .min();
         for h in self.hold_down.values().chain(self.flush_at.values()) {
             t = Some(t.map_or(*h, |x| x.min(*h)));
         }
@@ -436,6 +449,7 @@ impl Daemon {
             self.dp.handle_timeout(now);
         }
         self.hold_down.retain(|_, t| *t > now);
+        self.gre_timers(now);
         self.flush_queues(now);
         self.drain(now);
         let due: Vec<IpAddr> = self
@@ -615,9 +629,12 @@ impl Daemon {
     fn install(&mut self, now: Instant, cs: &ChildSa) {
         let (ie, ia) = cs.inbound_keys();
         let (oe, oa) = cs.outbound_keys();
-        let in_cfg = cs.inbound.clone();
+        let mut in_cfg = cs.inbound.clone();
         let mut out_cfg = cs.outbound.clone();
         out_cfg.df_bit = self.cfg.df_bit;
+        let (local, peer) = (self.cfg.interface.address, cs.peer.ip());
+        gre::fill_transport_addresses(&mut in_cfg, local, peer);
+        gre::fill_transport_addresses(&mut out_cfg, local, peer);
         let t = transform_name(&cs.outbound.transform);
         let (inbound, outbound) = match (
             EspSa::new(in_cfg, ie, ia, now),
@@ -1035,9 +1052,11 @@ impl Daemon {
         let mut reasm = std::mem::take(&mut self.reasm);
         match self.dp.receive(now, p, &mut reasm) {
             Ok(Received::Decapsulated { packet, sa }) => {
-                match self.tun.send(packet) {
-                    Ok(_) => self.stats.tun_tx += 1,
-                    Err(e) => debug!(target: "ipsec", "TUN write: {e}"),
+                if !self.gre_inbound(now, packet) {
+                    match self.tun.send(packet) {
+                        Ok(_) => self.stats.tun_tx += 1,
+                        Err(e) => debug!(target: "ipsec", "TUN write: {e}"),
+                    }
                 }
                 if let Some(peer) = self.dp.inbound_sa(sa).and_then(|s| s.config().remote) {
                     trace!(target: "ipsec", "IPSEC: decapsulated packet from {peer}");
