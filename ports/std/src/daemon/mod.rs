@@ -24,6 +24,9 @@
 //!   UDP header is put back in front (the datagram's real addresses) and
 //!   `Dataplane::receive` opens it; the inner packet goes to the TUN.
 //! * UDP 500 -> IKE. Raw socket (protocol 50) -> `Dataplane::receive` as it is.
+//! * GRE tunnels (`[[tunnel]]`, see [`gre`]): their own TUNs; a packet read from one is
+//!   GRE-encapsulated and takes the TUN path above; a decrypted packet that is one
+//!   tunnel's GRE goes to that tunnel instead of the TUN.
 //!
 //! # Control plane
 //!
