@@ -12,7 +12,7 @@
 //!
 //! * **Out**: a packet read from `tunnel0` is GRE-encapsulated (delivery header tunnel
 //!   source -> destination, protocol 47) and handed to the daemon's outbound path
-//!   ([`Daemon::outbound_packet`]): SPD, SA, ESP, NAT-T, the sockets. Without an SA the
+//!   (`Daemon::outbound_packet`): SPD, SA, ESP, NAT-T, the sockets. Without an SA the
 //!   delivery packet is queued and IKE started (acquire), as for a crypto map.
 //! * **In**: a packet the data plane decrypted that is GRE from a tunnel's destination
 //!   to its source goes to that tunnel's [`GreTunnel::decapsulate`]; data is written to

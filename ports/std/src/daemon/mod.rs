@@ -917,6 +917,10 @@ impl Daemon {
             .first()
             .map(|t| transform_name(&t.transform))
             .unwrap_or_default();
+        let mode = match entry.transform_sets.first().map(|t| t.mode) {
+            Some(ipsec_core::esp::Mode::Transport) => "Transport",
+            _ => "Tunnel",
+        };
         let (sel, peer, secs, kb) = (
             entry.selector,
             entry.peers.first().copied(),
@@ -930,7 +934,7 @@ impl Daemon {
         match self.ike.initiate(now, &mut self.rng, group) {
             Ok(()) => {
                 if !busy {
-                    debug!(target: "ipsec", "IPSEC(sa_request): , (key eng. msg.) OUTBOUND local= {}, remote= {}, local_proxy= {}, remote_proxy= {}, protocol= ESP, transform= {ts} (Tunnel), lifedur= {secs}s and {kb}kb",
+                    debug!(target: "ipsec", "IPSEC(sa_request): , (key eng. msg.) OUTBOUND local= {}, remote= {}, local_proxy= {}, remote_proxy= {}, protocol= ESP, transform= {ts} ({mode}), lifedur= {secs}s and {kb}kb",
                         self.cfg.interface.address, peer.map_or_else(|| "-".into(), |p| p.to_string()), sel.local, sel.remote);
                 }
             }

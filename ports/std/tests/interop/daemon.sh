@@ -10,7 +10,8 @@
 # the topology is torn down on exit. Scenarios (issue 8, section 4):
 #   init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs   (a, b)
 #   nat (d)  idle (e)  tcp (f)  sigterm (g)  raw_esp (our daemon on both sides)
-#   gre (a GRE tunnel with tunnel protection and keepalives; peer endpoint gre-echo.py tun).
+#   gre (a GRE tunnel with tunnel protection and keepalives; peer endpoint gre-echo.py tun)
+#   gre_transport (the same in transport mode, our daemon on both sides).
 #   DPD (c) belongs to the DPD work (issue 5).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -527,7 +528,59 @@ print("   show interfaces --json: line_protocol_up %s, packets in %d out %d, kee
 	echo "   after SIGTERM: exit 0, tunnel0 gone"
 }
 
-ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp gre"
+# gre_transport: GRE tunnel protection in transport mode, our daemon on both sides
+# (strongSwan's libipsec has no transport mode; charon is stopped as in raw_esp). Both
+# sides bring the protection up at start; a ping crosses the tunnel, keepalives come
+# back both ways, `show ipsec-sa` says Transport, and when the right daemon stops the
+# left's line protocol goes down within (retries + 1) x period.
+gre_transport() {
+	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	"$SS" kill right >/dev/null 2>&1
+	write_gre_cfg
+	sed -i -e 's/^mode = "tunnel"/mode = "transport"/' "$CFG"
+	sed -e 's/hostname = "left"/hostname = "right"/' -e "s|$CTL|$STATE/right.sock|" \
+		-e 's/address = "203.0.113.1"/address = "203.0.113.2"/' \
+		-e '/\[\[isakmp.key\]\]/,/^address/s/address = "203.0.113.2"/address = "203.0.113.1"/' \
+		-e 's|address = "172.16.68.1/30"|address = "172.16.68.2/30"|' \
+		-e 's/source = "203.0.113.1"/source = "203.0.113.2"/' -e 's/destination = "203.0.113.2"/destination = "203.0.113.1"/' \
+		"$CFG" >"$STATE/right.toml"
+	rm -f "$STATE/right.sock"
+	timeout 60 ip netns exec "$R" "$IPSEC" up --config "$STATE/right.toml" --debug isakmp,ipsec >"$STATE/right.log" 2>&1 &
+	local rpid=$! out t t0 i txt
+	for _ in $(seq 1 50); do [[ -S "$STATE/right.sock" ]] && break; sleep 0.1; done
+	start_ours || { kill -TERM $rpid; wait $rpid; return 1; }
+	for i in $(seq 1 50); do
+		show ipsec-sa | grep -q "Status: ACTIVE" && break
+		sleep 0.1
+	done
+	out=$(ip netns exec "$L" ping -c 3 -W 2 -I 172.16.68.1 172.16.68.2)
+	echo "   $(grep 'packets transmitted' <<<"$out")"
+	for i in $(seq 1 50); do
+		txt=$(show interfaces)
+		grep -Eq "keepalives sent, [1-9][0-9]* returned, [1-9][0-9]* forwarded" <<<"$txt" && break
+		sleep 0.1
+	done
+	t=$(show ipsec-sa)
+	grep -E "interface:|ident \(|in use settings" <<<"$t" | sort -u | sed 's/^ */   /'
+	grep -E "Tunnel0 is|keepalives sent" <<<"$txt" | sed 's/^ */   /'
+	expect "$out" " 3 received" || { tail -20 "$STATE/right.log"; kill -TERM $rpid; wait $rpid; return 1; }
+	expect "$t" "in use settings =\{Transport, \}" "\(203\.0\.113\.1/255\.255\.255\.255/47/0\)" || { echo "$t"; kill -TERM $rpid; wait $rpid; return 1; }
+	expect "$txt" "line protocol is up" "keepalives sent, [1-9][0-9]* returned, [1-9][0-9]* forwarded" || { kill -TERM $rpid; wait $rpid; return 1; }
+	kill -TERM $rpid; wait $rpid
+	t0=$(now)
+	for i in $(seq 1 120); do
+		grep -q "Line protocol on Interface Tunnel0, changed state to down" "$LOG" && break
+		sleep 0.1
+	done
+	t=$(since "$t0")
+	echo "   line protocol down ${t} s after the right daemon stopped (bound: (3 + 1) x 2 s + 1 s)"
+	grep -q "changed state to down" "$LOG" || return 1
+	awk -v t="$t" 'BEGIN{exit !(t >= 5.5 && t <= 9.0)}' || { echo "   outside the bound"; return 1; }
+	stop_ours || return 1
+	no_leftovers
+}
+
+ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp gre gre_transport"
 T0=$(now)
 for s in ${@:-$ALL}; do
 	echo "== $s"
