@@ -520,9 +520,26 @@ print("   show interfaces --json: line_protocol_up %s, packets in %d out %d, kee
 	out=$(ip -n "$L" route show 172.16.68.0/30)
 	echo "   route: $out; link: $(ip -n "$L" -brief link show tunnel0)"
 	expect "$out" "linkdown" || return 1
-	out=$(ip netns exec "$L" ping -c 1 -W 1 -I 172.16.68.1 172.16.68.2 2>&1)
-	echo "   ping while down: $(grep -Eo 'Network is unreachable|[0-9]+ received' <<<"$out" | head -1)"
-	expect "$out" "Network is unreachable| 0 received" || return 1
+	out=$(ip netns exec "$L" ping -c 1 -W 1 172.16.68.2 2>&1)
+	echo "   ping while down: $(grep -Eo 'Network is unreachable|[0-9]+ received' <<<"$out" | head -1); $(show interfaces | grep -Eo '[0-9]+ output drops \([0-9]+ while line protocol down\)')"
+	expect "$out" "Network is unreachable" || return 1
+	# The peer's endpoint comes back: the next keepalive returns, line protocol is up.
+	timeout 30 ip netns exec "$R" python3 "$HERE/gre-echo.py" tun --local 203.0.113.2 --peer 203.0.113.1 \
+		--dev gre1 --address 172.16.68.2/30 --seconds 20 >"$STATE/gre-peer.log" 2>&1 &
+	GRE_PID=$!
+	t0=$(now)
+	for i in $(seq 1 60); do
+		grep -q "Line protocol on Interface Tunnel0, changed state to up" "$LOG" && break
+		sleep 0.1
+	done
+	t=$(since "$t0")
+	grep -q "changed state to up" "$LOG" || { echo "   line protocol stayed down"; return 1; }
+	echo "   line protocol up again ${t} s after the peer's endpoint restarted (next keepalive: <= 2 s)"
+	out=$(ip netns exec "$L" ping -c 3 -W 2 172.16.68.2)
+	echo "   $(grep 'packets transmitted' <<<"$out"); route: $(ip -n "$L" route show 172.16.68.0/30)"
+	expect "$out" " 3 received" || return 1
+	expect "$(show interfaces)" "line protocol is up" "2 line protocol transitions" || return 1
+	stop_gre_peer
 	stop_ours || { echo "   daemon exit status $?"; return 1; }
 	[[ -z "$(ip -n "$L" link show tunnel0 2>/dev/null)" ]] || { echo "   tunnel0 left behind"; return 1; }
 	echo "   after SIGTERM: exit 0, tunnel0 gone"
