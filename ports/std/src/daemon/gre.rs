@@ -50,6 +50,8 @@ use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use tracing::{debug, info, trace, warn};
 
+use ipsec_core::sadb::SaHandle;
+
 use super::{BUDGET, Daemon};
 use crate::config::{Config, Tunnel};
 
@@ -302,15 +304,22 @@ impl Daemon {
         more
     }
 
-    /// A packet the data plane decrypted: if it is GRE of one of the tunnels, that
-    /// tunnel takes it (and `true` is returned).
-    pub(super) fn gre_inbound(&mut self, now: Instant, packet: &[u8]) -> bool {
+    /// A packet the data plane decrypted with the inbound SA `sa`: if it is GRE of one
+    /// of the tunnels and came through that tunnel's own SA pair, the tunnel takes it
+    /// (and `true` is returned). GRE that arrived through another SA (a dynamic entry's
+    /// broad selectors, say) is not the tunnel's and goes where it went before.
+    pub(super) fn gre_inbound(&mut self, now: Instant, packet: &[u8], sa: SaHandle) -> bool {
         let Some(i) = demux(self.gre.ifs.iter().map(|g| &g.gre), packet) else {
             return false;
         };
+        let group = self.children.iter().find(|c| c.hin == sa).map(|c| c.group);
         let Some(g) = self.gre.ifs.get_mut(i) else {
             return false;
         };
+        if group != Some(g.cfg.seq) {
+            trace!(target: "ipsec", "interface {}: GRE from {} through another SA, not the tunnel's", g.cfg.name, g.cfg.destination);
+            return false;
+        }
         let back = match g.gre.decapsulate(now, packet) {
             Ok(Delivered::Data { payload, .. }) => {
                 match g.dev.as_ref().map(|d| d.send(payload)) {

@@ -416,20 +416,22 @@ impl Daemon {
 
     fn next_wakeup(&self) -> Option<StdDuration> {
         let now = self.now();
-        let mut t = [
-            self.ike.poll_timeout(),
-            self.dp.poll_timeout(),
-            self.gre.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .chain(
-            self.keepalives
-                .values()
-                .filter_map(NatKeepalive::poll_timeout),
-        )
-        .min();
-        for h in self.hold_down.values().chain(self.flush_at.values()) {
+        let mut t = [self.ike.poll_timeout(), self.dp.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .chain(
+                self.keepalives
+                    .values()
+                    .filter_map(NatKeepalive::poll_timeout),
+            )
+            .min();
+        let gre = self.gre.poll_timeout();
+        for h in self
+            .hold_down
+            .values()
+            .chain(self.flush_at.values())
+            .chain(&gre)
+        {
             t = Some(t.map_or(*h, |x| x.min(*h)));
         }
         // Bound the sleep anyway: a missed deadline must never stall the daemon.
@@ -1059,7 +1061,7 @@ impl Daemon {
         let mut reasm = std::mem::take(&mut self.reasm);
         match self.dp.receive(now, p, &mut reasm) {
             Ok(Received::Decapsulated { packet, sa }) => {
-                if !self.gre_inbound(now, packet) {
+                if !self.gre_inbound(now, packet, sa) {
                     match self.tun.send(packet) {
                         Ok(_) => self.stats.tun_tx += 1,
                         Err(e) => debug!(target: "ipsec", "TUN write: {e}"),
