@@ -342,7 +342,15 @@ impl<P: CryptoProvider, const SAS: usize, const CHILDREN: usize> Ike<P, SAS, CHI
         };
         let mut reason = FailReason::InvalidIdInformation;
         let mut found = None;
-        for e in &self.config.crypto_maps {
+        // Static entries first, in seq order, then dynamic ones: a dynamic entry is the
+        // last resort (IOS: a dynamic map goes last in the crypto map set), so an entry
+        // numbered above it, such as a GRE tunnel's protection, still gets its traffic.
+        let maps = &self.config.crypto_maps;
+        let ordered = maps
+            .iter()
+            .filter(|e| !e.dynamic)
+            .chain(maps.iter().filter(|e| e.dynamic));
+        for e in ordered {
             let peer_ok = e.dynamic || e.peers.contains(&peer.ip());
             let Some(sel) = proposed else { break };
             if !peer_ok || !(e.dynamic || sel.is_subset_of(&e.selector)) {

@@ -389,3 +389,32 @@ fn malformed_imports_are_rejected() {
         Err(IkeError::NotEstablished)
     );
 }
+
+#[test]
+fn responder_prefers_a_static_entry_to_a_dynamic_one_numbered_before_it() {
+    let mut rng = Rng(7);
+    let now = Instant::from_millis(1_000);
+    let mut a = T::new(cfg(A, B, [10, 1], [10, 2]));
+    let mut bc = cfg(B, A, [10, 2], [10, 1]);
+    // A catch-all dynamic entry with a lower seq than the matching static entry 10.
+    let mut d = CryptoMapEntry::new(
+        5,
+        Selector::new(AddrRange::any_v4(), AddrRange::any_v4()).unwrap(),
+    );
+    d.dynamic = true;
+    d.add_transform_set(bc.crypto_maps[0].transform_sets[0].clone())
+        .unwrap();
+    bc.add_crypto_map(d).unwrap();
+    assert_eq!(bc.crypto_maps[0].seq, 5);
+    let mut b = T::new(bc);
+    a.initiate(now, &mut rng, 10).unwrap();
+    settle(&mut a, &mut b, &mut rng, now, |_, _, _| {});
+    let maps: Vec<u32> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            IkeEvent::ChildSaEstablished(c) => Some(c.crypto_map),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(maps, [10]);
+}

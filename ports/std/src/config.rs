@@ -432,17 +432,31 @@ pub struct MapInfo {
 pub struct Profile {
     /// Its name.
     pub name: String,
-    /// Transform sets, in order.
+    /// Transform sets, in order (tunnel or transport mode).
     pub transform_sets: Vec<TransformSet>,
     /// PFS group.
     pub pfs: Option<DhGroup>,
+    /// `set security-association lifetime seconds`.
+    pub lifetime_seconds: u64,
+    /// `set security-association lifetime kilobytes`.
+    pub lifetime_kilobytes: u64,
 }
 
-/// A `[[tunnel]]`: a GRE interface, parsed and validated (the data path is not wired).
+/// The crypto map entry (and data-plane SA group) of the first `[[tunnel]]`; the
+/// others follow. Above the 1-65535 of configured entries, below the dynamic ones.
+pub const TUNNEL_SEQ_BASE: u32 = 100_000;
+
+/// A `[[tunnel]]`: a GRE interface protected by IPsec (`interface Tunnel0` with
+/// `tunnel protection ipsec profile`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tunnel {
     /// `Tunnel0`.
     pub name: String,
+    /// The TUN device: the name in lowercase (`tunnel0`).
+    pub device: String,
+    /// The crypto map entry generated for its protection ([`TUNNEL_SEQ_BASE`] + index):
+    /// selector GRE between source and destination, peer = destination.
+    pub seq: u32,
     /// Its address and prefix length.
     pub address: (IpAddr, u8),
     /// `tunnel source`.
@@ -520,13 +534,28 @@ pub struct Config {
     pub fragmentation: Fragmentation,
     /// `crypto ipsec profile` entries.
     pub profiles: Vec<Profile>,
-    /// GRE tunnels (parsed, not wired).
+    /// GRE tunnels.
     pub tunnels: Vec<Tunnel>,
     /// `[redundancy]`, when enabled.
     pub redundancy: Option<Redundancy>,
 }
 
+impl Tunnel {
+    /// The subnet of its address.
+    #[must_use]
+    pub fn subnet(&self) -> AddrRange {
+        AddrRange::from_prefix(self.address.0, self.address.1)
+            .unwrap_or(AddrRange::host(self.address.0))
+    }
+}
+
 impl Config {
+    /// The tunnel whose protection is crypto map entry (SA group) `seq`.
+    #[must_use]
+    pub fn tunnel(&self, seq: u32) -> Option<&Tunnel> {
+        self.tunnels.iter().find(|t| t.seq == seq)
+    }
+
     /// Reads and validates a file.
     ///
     /// # Errors
@@ -973,10 +1002,13 @@ impl Validator<'_> {
                 );
             }
             let t = self.transform(v)?;
-            if v.mode == RawMode::Transport {
-                return self.err(ts.span(), format!("transform set {name:?}: mode transport is not supported by the TUN daemon (expected mode = \"tunnel\"; transport mode is for GRE over IPsec, not wired yet)"));
-            }
-            let set = TransformSet::new(name, t, Mode::Tunnel)
+            // Transport mode is for GRE tunnel protection only: checked where a crypto
+            // map entry references the set.
+            let mode = match v.mode {
+                RawMode::Tunnel => Mode::Tunnel,
+                RawMode::Transport => Mode::Transport,
+            };
+            let set = TransformSet::new(name, t, mode)
                 .or_else(|e| self.err(ts.span(), format!("transform set {name:?}: {e}")))?;
             sets.push((name.clone(), set));
         }
@@ -1074,6 +1106,9 @@ impl Validator<'_> {
                 return self.err(m.span(), format!("{owner}: dynamic entry but no [[isakmp.key]] at all (expected a key, e.g. address = \"0.0.0.0\")"));
             }
             let sets_of = self.ts_refs(&v.transform_sets, &sets, &owner)?;
+            if let Some(ts) = sets_of.iter().find(|t| t.mode == Mode::Transport) {
+                return self.err(v.transform_sets.span(), format!("{owner}: transform set {:?} is mode transport, which only GRE tunnel protection uses (expected a mode = \"tunnel\" set here; reference transport sets from an [[ipsec_profile]])", ts.name.as_str()));
+            }
             for ts in sets_of {
                 entry
                     .add_transform_set(ts)
@@ -1113,22 +1148,37 @@ impl Validator<'_> {
             let owner = format!("ipsec profile {name}");
             let ts = self.ts_refs(&v.transform_sets, &sets, &owner)?;
             let pfs = self.pfs(&v.pfs)?;
+            let (mut secs, mut kb) = (def_secs, def_kb);
             if let Some(l) = &v.lifetime {
-                let (mut a, mut b) = (def_secs, def_kb);
-                self.lifetime(l, &mut a, &mut b)?;
+                self.lifetime(l, &mut secs, &mut kb)?;
             }
             profiles.push(Profile {
                 name: name.clone(),
                 transform_sets: ts,
                 pfs,
+                lifetime_seconds: secs,
+                lifetime_kilobytes: kb,
             });
         }
 
-        // [[tunnel]]
-        let mut tunnels = Vec::new();
-        for t in &raw.tunnel {
+        // [[tunnel]]: each protected tunnel becomes a crypto map entry of its own (GRE
+        // between tunnel source and destination, peer = destination), numbered after
+        // the configurable range so it never collides with a `seq`.
+        let mut tunnels: Vec<Tunnel> = Vec::new();
+        let mut tunnel_spans: Vec<Range<usize>> = Vec::new();
+        for (i, t) in raw.tunnel.iter().enumerate() {
             let v = t.get_ref();
             let name = v.name.get_ref().clone();
+            let device = name.to_lowercase();
+            if device.is_empty() || device.len() > 15 || device.contains(['/', ' ', ':']) {
+                return self.err(v.name.span(), format!("tunnel name {name:?}: the TUN device is named after it in lowercase (expected 1 to 15 characters, no '/', ':' or space, e.g. \"Tunnel0\")"));
+            }
+            if let Some(j) = tunnels.iter().position(|o| o.device == device) {
+                return self.err(v.name.span(), format!("duplicate tunnel {name:?} (line {}); expected unique names (case-insensitive: the TUN is {device:?})", locate(src, tunnel_spans[j].start).0));
+            }
+            if device == interface.tun {
+                return self.err(v.name.span(), format!("tunnel {name}: its TUN {device:?} is the [interface] tun (expected another name)"));
+            }
             let pfx = self.prefix(&v.address, "tunnel address")?;
             let address = pfx.as_prefix().unwrap_or((pfx.start(), 32));
             let text_addr: IpAddr = v
@@ -1137,18 +1187,38 @@ impl Validator<'_> {
                 .split('/')
                 .next()
                 .unwrap_or("")
+                .trim()
                 .parse()
                 .unwrap_or(address.0);
+            if !text_addr.is_ipv4() || address.1 > 30 {
+                return self.err(v.address.span(), format!("tunnel {name}: address {:?} (expected an IPv4 address with a prefix of at most /30, e.g. \"172.16.68.1/30\")", v.address.get_ref()));
+            }
+            for (j, o) in tunnels.iter().enumerate() {
+                if o.subnet().overlaps(&pfx) {
+                    return self.err(v.address.span(), format!("tunnel {name}: address {}/{} overlaps tunnel {} ({}/{}, line {}); expected disjoint tunnel subnets", text_addr, address.1, o.name, o.address.0, o.address.1, locate(src, tunnel_spans[j].start).0));
+                }
+            }
             let source = self.ip(&v.source, "tunnel source")?;
             let destination = self.ip(&v.destination, "tunnel destination")?;
-            let protection = match &v.protection {
-                Some(p) if !profiles.iter().any(|q| &q.name == p.get_ref()) => {
-                    let known: Vec<&str> = profiles.iter().map(|q| q.name.as_str()).collect();
-                    return self.err(p.span(), format!("tunnel {name}: unknown ipsec profile {:?} (expected one of the [[ipsec_profile]] names: {})", p.get_ref(), if known.is_empty() { "none defined".into() } else { known.join(", ") }));
-                }
-                Some(p) => Some(p.get_ref().clone()),
-                None => None,
+            if source != interface.address {
+                return self.err(v.source.span(), format!("tunnel {name}: source {source} is not the [interface] address {} (expected it: IKE and ESP are sent from that address)", interface.address));
+            }
+            if !destination.is_ipv4() || destination == source || destination.is_unspecified() {
+                return self.err(v.destination.span(), format!("tunnel {name}: destination {destination} (expected the peer's IPv4 address, not the source)"));
+            }
+            if let Some(o) = tunnels.iter().find(|o| o.destination == destination) {
+                return self.err(v.destination.span(), format!("tunnel {name}: destination {destination} is already tunnel {}'s (expected one tunnel per destination: GRE keys are not supported)", o.name));
+            }
+            let Some(p) = &v.protection else {
+                return self.err(t.span(), format!("tunnel {name}: no protection (expected protection = \"<ipsec_profile name>\": the daemon carries GRE only under IPsec)"));
             };
+            let Some(profile) = profiles.iter().find(|q| &q.name == p.get_ref()) else {
+                let known: Vec<&str> = profiles.iter().map(|q| q.name.as_str()).collect();
+                return self.err(p.span(), format!("tunnel {name}: unknown ipsec profile {:?} (expected one of the [[ipsec_profile]] names: {})", p.get_ref(), if known.is_empty() { "none defined".into() } else { known.join(", ") }));
+            };
+            if ike.psk_for_addr(destination).is_none() {
+                return self.err(v.destination.span(), format!("tunnel {name}: no pre-shared key for destination {destination} (expected an [[isakmp.key]] with address = \"{destination}\" or \"0.0.0.0\")"));
+            }
             let keepalive = match &v.keepalive {
                 None => None,
                 Some(k) => {
@@ -1178,14 +1248,45 @@ impl Validator<'_> {
                 Some(m) => *m.get_ref(),
                 None => 1400,
             };
+            let seq = TUNNEL_SEQ_BASE + u32::try_from(i).unwrap_or(u32::MAX - TUNNEL_SEQ_BASE);
+            let selector =
+                ipsec_core::gre::ipsec::gre_selector(source, destination).or_else(|_| {
+                    self.err(
+                        t.span(),
+                        format!("tunnel {name}: source and destination must both be IPv4"),
+                    )
+                })?;
+            for (other, osel, ospan, odyn) in &sel_spans {
+                if !*odyn && osel.overlaps(&selector) {
+                    return self.err(t.span(), format!("tunnel {name}: its GRE traffic {source} -> {destination} matches crypto map entry {other} (line {}); expected the crypto map to leave the tunnel's GRE packets alone", locate(src, ospan.start).0));
+                }
+            }
+            let mut entry = CryptoMapEntry::new(seq, selector);
+            entry
+                .add_peer(destination)
+                .or_else(|e| self.err(t.span(), format!("tunnel {name}: {e}")))?;
+            for ts in &profile.transform_sets {
+                entry
+                    .add_transform_set(ts.clone())
+                    .or_else(|e| self.err(p.span(), format!("tunnel {name}: {e}")))?;
+            }
+            entry.pfs = profile.pfs;
+            entry.lifetime_seconds = profile.lifetime_seconds;
+            entry.lifetime_kilobytes = profile.lifetime_kilobytes;
+            ike.add_crypto_map(entry).or_else(|e| {
+                self.err(t.span(), format!("tunnel {name}: {e} (crypto map entries and protected tunnels share {MAX_CRYPTO_MAPS} slots)"))
+            })?;
+            tunnel_spans.push(t.span());
             tunnels.push(Tunnel {
                 name,
+                device,
                 address: (text_addr, address.1),
                 source,
                 destination,
-                protection,
+                protection: Some(profile.name.clone()),
                 keepalive,
                 mtu: tmtu,
+                seq,
             });
         }
 
@@ -1194,6 +1295,14 @@ impl Validator<'_> {
             Some(r) => self.redundancy(r, address)?,
             None => None,
         };
+        if let (Some(_), Some(t)) = (&redundancy, raw.tunnel.first()) {
+            // As on IOS, stateful failover covers crypto maps, not tunnel protection: a
+            // tunnel's source is this box's own address, which does not move.
+            return self.err(
+                t.span(),
+                "GRE tunnels cannot be combined with [redundancy] enabled = true (stateful failover covers crypto map entries only, as on IOS)",
+            );
+        }
 
         // crypto isakmp keepalive <interval> <retry> [periodic] -> DPD in the control plane.
         let mut ike = ike;

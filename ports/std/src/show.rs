@@ -42,11 +42,11 @@ pub fn transform_name(t: &Transform) -> String {
     format!("{enc}{auth}")
 }
 
-fn ident(r: Option<&AddrRange>) -> String {
+fn ident(r: Option<&AddrRange>, protocol: u8) -> String {
     match r.and_then(AddrRange::as_subnet) {
-        Some((net, mask)) => format!("({net}/{mask}/0/0)"),
+        Some((net, mask)) => format!("({net}/{mask}/{protocol}/0)"),
         None => match r {
-            Some(r) => format!("({r}/0/0)"),
+            Some(r) => format!("({r}/{protocol}/0)"),
             None => "(0.0.0.0/0.0.0.0/0/0)".into(),
         },
     }
@@ -85,15 +85,17 @@ pub fn crypto_ipsec_sa<P: CryptoProvider, const W: usize>(
             p.map_tag, p.local
         );
         let _ = writeln!(s);
+        // IOS prints the ACL's protocol (47 for `permit gre`), 0 for `ip`.
+        let prot = sel.and_then(|x| x.protocol).unwrap_or(0);
         let _ = writeln!(
             s,
             "   local  ident (addr/mask/prot/port): {}",
-            ident(sel.map(|x| &x.local))
+            ident(sel.map(|x| &x.local), prot)
         );
         let _ = writeln!(
             s,
             "   remote ident (addr/mask/prot/port): {}",
-            ident(sel.map(|x| &x.remote))
+            ident(sel.map(|x| &x.remote), prot)
         );
         let port = any
             .and_then(|sa| sa.config().udp_encap)

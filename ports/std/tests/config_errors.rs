@@ -61,6 +61,14 @@ fn err(text: &str) -> ConfigError {
     }
 }
 
+/// 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
+}
+
 fn assert_err(e: &ConfigError, line: usize, needles: &[&str]) {
     assert_eq!(e.line, line, "wrong line: {e}");
     for n in needles {
@@ -238,17 +246,172 @@ fn semantic_ranges_and_references() {
         "{BASE}\n[redundancy]\nenabled = false\nvirtual_ip = \"203.0.113.10\"\n"
     ))
     .expect("disabled redundancy");
-    // Transport mode is refused by the TUN daemon.
-    let e = err(&replace(
+    // Transport mode is for GRE tunnel protection only: a crypto map cannot use it.
+    let text = replace(
         25,
         "esp = [\"esp-aes\", \"esp-sha-hmac\"]\nmode = \"transport\"",
-    ));
-    assert_err(&e, 23, &["mode transport", "tunnel"]);
+    );
+    let e = err(&text);
+    assert_err(
+        &e,
+        line_of(&text, "transform_sets = [\"AES-SHA\"]"),
+        &["mode transport", "ipsec_profile", "mode = \"tunnel\""],
+    );
     // Duplicate priorities.
     let e = err(&format!(
         "{BASE}\n[[isakmp.policy]]\npriority = 10\nencryption = \"3des\"\nhash = \"md5\"\ngroup = 2\nauthentication = \"pre-share\"\n"
     ));
     assert_err(&e, 35, &["duplicate isakmp policy priority 10"]);
+}
+
+/// A GRE tunnel with tunnel protection (transport mode), appended to BASE.
+const TUNNEL: &str = r#"
+[[transform_set]]
+name = "AES-SHA-TR"
+esp = ["esp-aes", "esp-sha-hmac"]
+mode = "transport"
+
+[[ipsec_profile]]
+name = "GRE-PROT"
+transform_sets = ["AES-SHA-TR", "AES-SHA"]
+pfs = "group14"
+lifetime = { seconds = 1800 }
+
+[[tunnel]]
+name = "Tunnel0"
+address = "172.16.68.1/30"
+source = "203.0.113.1"
+destination = "203.0.113.2"
+protection = "GRE-PROT"
+keepalive = { period = 10, retries = 3 }
+"#;
+
+#[test]
+fn tunnel_protection_becomes_a_crypto_map_entry() {
+    let c = Config::parse(&format!("{BASE}{TUNNEL}")).expect("valid");
+    let t = &c.tunnels[0];
+    assert_eq!(t.device, "tunnel0");
+    assert_eq!(t.seq, ipsec_std::config::TUNNEL_SEQ_BASE);
+    assert_eq!(t.keepalive, Some((10, 3)));
+    let e = c.ike.crypto_map(t.seq).expect("entry for the tunnel");
+    assert_eq!(e.selector.protocol, Some(47));
+    assert_eq!(e.selector.local.to_string(), "203.0.113.1/32");
+    assert_eq!(e.selector.remote.to_string(), "203.0.113.2/32");
+    assert_eq!(
+        e.peers.as_slice(),
+        &["203.0.113.2".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(e.transform_sets.len(), 2);
+    assert_eq!(e.transform_sets[0].mode, ipsec_core::esp::Mode::Transport);
+    assert_eq!(e.lifetime_seconds, 1800);
+    assert!(e.pfs.is_some());
+    assert!(c.map(t.seq).is_none(), "not a configured crypto map entry");
+}
+
+#[test]
+fn tunnel_mistakes() {
+    let full = format!("{BASE}{TUNNEL}");
+    let with = |from: &str, to: &str| {
+        assert!(full.contains(from), "{from}");
+        full.replacen(from, to, 1)
+    };
+    // The source must be the interface address: IKE and ESP leave from it.
+    let t = with(
+        "source = \"203.0.113.1\"\ndest",
+        "source = \"203.0.113.7\"\ndest",
+    );
+    assert_err(
+        &err(&t),
+        line_of(&t, "203.0.113.7"),
+        &["source 203.0.113.7", "[interface] address"],
+    );
+    // No protection: the daemon carries GRE only under IPsec.
+    let t = with("protection = \"GRE-PROT\"\n", "");
+    assert_err(
+        &err(&t),
+        line_of(&t, "[[tunnel]]"),
+        &["no protection", "ipsec_profile"],
+    );
+    // The TUN is named after the tunnel: at most 15 characters.
+    let t = with("name = \"Tunnel0\"", "name = \"Tunnel0123456789abc\"");
+    assert_err(&err(&t), line_of(&t, "Tunnel0123"), &["1 to 15 characters"]);
+    // No pre-shared key for the tunnel destination (the IKE peer).
+    let t = with(
+        "destination = \"203.0.113.2\"",
+        "destination = \"203.0.113.9\"",
+    );
+    assert_err(
+        &err(&t),
+        line_of(&t, "203.0.113.9"),
+        &["no pre-shared key for destination 203.0.113.9"],
+    );
+    // An address that is not an IPv4 /30 or wider.
+    let t = with(
+        "address = \"172.16.68.1/30\"",
+        "address = \"172.16.68.1/32\"",
+    );
+    assert_err(
+        &err(&t),
+        line_of(&t, "172.16.68.1/32"),
+        &["prefix of at most /30"],
+    );
+    // A second tunnel: same name (case-insensitive), overlapping subnet, same destination.
+    let second = |name: &str, addr: &str, dst: &str| {
+        format!(
+            "{full}\n[[tunnel]]\nname = \"{name}\"\naddress = \"{addr}\"\nsource = \"203.0.113.1\"\ndestination = \"{dst}\"\nprotection = \"GRE-PROT\"\n[[isakmp.key]]\nkey = \"k\"\naddress = \"0.0.0.0\"\n"
+        )
+    };
+    let t = second("TUNNEL0", "172.16.69.1/30", "203.0.113.3");
+    assert_err(
+        &err(&t),
+        line_of(&t, "TUNNEL0"),
+        &["duplicate tunnel \"TUNNEL0\"", "unique names"],
+    );
+    let t = second("Tunnel1", "172.16.68.2/30", "203.0.113.3");
+    assert_err(
+        &err(&t),
+        line_of(&t, "172.16.68.2/30"),
+        &["overlaps tunnel Tunnel0", "disjoint"],
+    );
+    let t = second("Tunnel1", "172.16.69.1/30", "203.0.113.2");
+    let e = err(&t);
+    assert_eq!(
+        e.line,
+        t.lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("destination = \"203.0.113.2\""))
+            .map(|(i, _)| i + 1)
+            .last()
+            .unwrap()
+    );
+    assert!(e.message.contains("already tunnel Tunnel0's"), "{e}");
+    // A crypto map entry whose ACL catches the tunnel's GRE packets.
+    let t = format!(
+        "{full}\n[[crypto_map]]\nname = \"vpn\"\nseq = 20\npeers = [\"203.0.113.2\"]\ntransform_sets = [\"AES-SHA\"]\nmatch = {{ local = \"203.0.113.0/24\", remote = \"203.0.113.0/24\", protocol = \"gre\" }}\n"
+    );
+    assert_err(
+        &err(&t),
+        line_of(&t, "[[tunnel]]"),
+        &[
+            "matches crypto map entry 20",
+            "leave the tunnel's GRE packets alone",
+        ],
+    );
+    // Crypto map entries and protected tunnels share the library's eight slots.
+    let mut t = BASE.to_string();
+    for i in 1..8 {
+        t += &format!(
+            "\n[[crypto_map]]\nname = \"vpn\"\nseq = {}\npeers = [\"203.0.113.2\"]\ntransform_sets = [\"AES-SHA\"]\nmatch = {{ local = \"10.{i}.0.0/16\", remote = \"10.{}.0.0/16\" }}\n",
+            10 + i,
+            100 + i
+        );
+    }
+    let t = format!("{t}{TUNNEL}");
+    assert_err(
+        &err(&t),
+        line_of(&t, "[[tunnel]]"),
+        &["tunnel Tunnel0", "share 8 slots"],
+    );
 }
 
 #[test]
@@ -406,4 +569,22 @@ fn redundancy_bad_values() {
     assert_err(&e, 36, &["virtual_ip equals the interface address"]);
     let e = err(&ha("").replace("\"203.0.113.3\"", "\"203.0.113.10\""));
     assert_err(&e, 37, &["peer must be the other member's own address"]);
+}
+
+#[test]
+fn redundancy_refuses_gre_tunnels() {
+    // Stateful failover covers crypto map entries (as on IOS); a tunnel's source is the
+    // box's own address, which does not move to the standby.
+    let text = format!("{BASE}{TUNNEL}\n{}\n", HA.join("\n"));
+    assert_err(
+        &err(&text),
+        line_of(&text, "[[tunnel]]"),
+        &[
+            "GRE tunnels cannot be combined with [redundancy]",
+            "crypto map",
+        ],
+    );
+    // Each on its own is fine.
+    assert!(Config::parse(&format!("{BASE}{TUNNEL}")).is_ok());
+    assert!(Config::parse(&ha("")).is_ok());
 }

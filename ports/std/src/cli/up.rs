@@ -72,7 +72,8 @@ pub fn run(a: UpArgs) -> Result<(), String> {
             a.config.display(),
             cfg.ike.policies.len(),
             cfg.ike.keys.len(),
-            cfg.ike.crypto_maps.len(),
+            // Protected tunnels have crypto map entries of their own: count them apart.
+            cfg.ike.crypto_maps.len().saturating_sub(cfg.tunnels.len()),
             cfg.tunnels.len()
         );
         return Ok(());

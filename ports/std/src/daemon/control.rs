@@ -281,12 +281,22 @@ fn ipsec_sa(d: &Daemon) -> (String, Value) {
     let local = d.cfg.ike.local_addr;
     let mut pairs = Vec::new();
     let mut data = Vec::new();
-    for c in &d.children {
-        let map_tag = d.cfg.map(c.map).map_or("dynamic", |m| m.name.as_str());
+    // Tunnel protection: IOS shows the tunnel interface and "Tunnel0-head-0".
+    let tags: Vec<String> = d
+        .children
+        .iter()
+        .map(|c| match (d.cfg.map(c.map), d.cfg.tunnel(c.map)) {
+            (Some(m), _) => m.name.clone(),
+            (None, Some(t)) => format!("{}-head-0", t.name),
+            (None, None) => "dynamic".into(),
+        })
+        .collect();
+    for (c, map_tag) in d.children.iter().zip(&tags) {
+        let tunnel = d.cfg.tunnel(c.map);
         let inbound = d.dp.inbound_sa(c.hin);
         let outbound = d.dp.outbound_sa(c.hout);
         pairs.push(SaPair {
-            interface: &d.cfg.interface.name,
+            interface: tunnel.map_or(&d.cfg.interface.name, |t| &t.name),
             map_tag,
             local,
             peer: c.peer.ip(),
@@ -328,7 +338,11 @@ fn ipsec_sa(d: &Daemon) -> (String, Value) {
     if pairs.is_empty() {
         let _ = writeln!(s, "interface: {}", d.cfg.interface.name);
         for e in &d.cfg.ike.crypto_maps {
-            let tag = d.cfg.map(e.seq).map_or("", |m| m.name.as_str());
+            let tag = match (d.cfg.map(e.seq), d.cfg.tunnel(e.seq)) {
+                (Some(m), _) => m.name.clone(),
+                (None, Some(t)) => format!("{}-head-0", t.name),
+                (None, None) => String::new(),
+            };
             let _ = writeln!(s, "    Crypto map tag: {tag}, local addr {local}");
             let _ = writeln!(
                 s,
@@ -466,32 +480,7 @@ fn interfaces(d: &Daemon) -> (String, Value) {
         );
         routes.push(json!({"prefix": format!("{}/{}", r.prefix.0, r.prefix.1), "metric": r.metric, "kind": kind, "map": r.map}));
     }
-    let mut tunnels = Vec::new();
-    for t in &d.cfg.tunnels {
-        let _ = writeln!(
-            s,
-            "{} is down, line protocol is down (GRE not wired yet)",
-            t.name
-        );
-        let _ = writeln!(
-            s,
-            "  Internet address is {}/{}, MTU {}",
-            t.address.0, t.address.1, t.mtu
-        );
-        let _ = writeln!(
-            s,
-            "  Tunnel source {}, destination {}, protection {}",
-            t.source,
-            t.destination,
-            t.protection
-                .as_deref()
-                .map_or_else(|| "none".into(), |p| format!("ipsec profile {p}"))
-        );
-        if let Some((p, r)) = t.keepalive {
-            let _ = writeln!(s, "  Keepalive set ({p} sec), retries {r} (not active)");
-        }
-        tunnels.push(json!({"name": t.name, "state": "not wired", "source": t.source.to_string(), "destination": t.destination.to_string()}));
-    }
+    let tunnels = super::gre::show(d, &mut s);
     (
         s,
         json!({

@@ -24,6 +24,9 @@
 //!   UDP header is put back in front (the datagram's real addresses) and
 //!   `Dataplane::receive` opens it; the inner packet goes to the TUN.
 //! * UDP 500 -> IKE. Raw socket (protocol 50) -> `Dataplane::receive` as it is.
+//! * GRE tunnels (`[[tunnel]]`, see [`gre`]): their own TUNs; a packet read from one is
+//!   GRE-encapsulated and takes the TUN path above; a decrypted packet that is one
+//!   tunnel's GRE goes to that tunnel instead of the TUN.
 //!
 //! # Control plane
 //!
@@ -34,6 +37,7 @@
 //! removed, the TUN closed (it disappears), exit 0.
 
 pub mod control;
+pub mod gre;
 pub mod ha;
 mod packet;
 pub mod routes;
@@ -183,6 +187,8 @@ pub struct Daemon {
     s4500: UdpSocket,
     raw: Option<socket2::Socket>,
     tun: tun::Device,
+    /// GRE tunnels (`[[tunnel]]`).
+    pub gre: gre::Tunnels,
     pending: HashMap<u32, VecDeque<Vec<u8>>>,
     /// SA groups whose queued packets leave at the given time (see [`QUEUE_SETTLE`]).
     flush_at: HashMap<u32, Instant>,
@@ -260,7 +266,8 @@ impl Daemon {
         let ike = Box::new(Ike::new(cfg.ike.clone()));
         let mut routes = Routes::new(&cfg.interface.tun, cfg.interface.source);
         for e in &cfg.ike.crypto_maps {
-            if e.dynamic {
+            // A tunnel's delivery packets never pass through the kernel's routes.
+            if e.dynamic || cfg.tunnel(e.seq).is_some() {
                 continue;
             }
             match e.selector.remote.as_prefix() {
@@ -278,9 +285,7 @@ impl Daemon {
             Some(r) => Some(Box::new(ha::Ha::new(r, Instant::ZERO)?)),
             None => None,
         };
-        for t in &cfg.tunnels {
-            warn!(target: "daemon", "interface {}: GRE data path not wired yet; the tunnel is parsed and shown, not brought up", t.name);
-        }
+        let gre = gre::Tunnels::open(&cfg, Instant::ZERO)?;
         Ok(Self {
             cfg,
             ike,
@@ -297,6 +302,7 @@ impl Daemon {
             s4500,
             raw,
             tun,
+            gre,
             pending: HashMap::new(),
             flush_at: HashMap::new(),
             hold_down: HashMap::new(),
@@ -364,6 +370,7 @@ impl Daemon {
         if let Some(h) = self.ha.as_deref_mut() {
             h.register(reg).map_err(io_err("register"))?;
         }
+        self.gre.register(reg).map_err(io_err("register"))?;
         info!(target: "daemon", "{}: up on {} ({}), control socket {}", self.cfg.hostname,
             self.cfg.interface.address, self.cfg.interface.name, self.control_path.display());
 
@@ -371,6 +378,8 @@ impl Daemon {
         // Sources that still had packets when their budget ran out (edge-triggered).
         let mut busy: Vec<Token> = Vec::new();
         let mut stop = false;
+        let now = self.now();
+        self.gre_start(now);
         while !stop {
             self.service_timers();
             let timeout = if busy.is_empty() {
@@ -413,7 +422,10 @@ impl Daemon {
                         stop = true;
                         false
                     }
-                    _ => false,
+                    t => match self.gre.index_of(t) {
+                        Some(i) => self.read_gre_tun(i),
+                        None => false,
+                    },
                 };
                 if more {
                     busy.push(t);
@@ -441,7 +453,13 @@ impl Daemon {
                 .filter_map(NatKeepalive::poll_timeout),
         )
         .min();
-        for h in self.hold_down.values().chain(self.flush_at.values()) {
+        let gre = self.gre.poll_timeout();
+        for h in self
+            .hold_down
+            .values()
+            .chain(self.flush_at.values())
+            .chain(&gre)
+        {
             t = Some(t.map_or(*h, |x| x.min(*h)));
         }
         // Bound the sleep anyway: a missed deadline must never stall the daemon.
@@ -464,6 +482,7 @@ impl Daemon {
             self.dp.handle_timeout(now);
         }
         self.hold_down.retain(|_, t| *t > now);
+        self.gre_timers(now);
         self.flush_queues(now);
         self.drain(now);
         self.ha_service(now);
@@ -659,9 +678,12 @@ impl Daemon {
     fn install(&mut self, now: Instant, cs: &ChildSa) {
         let (ie, ia) = cs.inbound_keys();
         let (oe, oa) = cs.outbound_keys();
-        let in_cfg = cs.inbound.clone();
+        let mut in_cfg = cs.inbound.clone();
         let mut out_cfg = cs.outbound.clone();
         out_cfg.df_bit = self.cfg.df_bit;
+        let (local, peer) = (self.cfg.interface.address, cs.peer.ip());
+        gre::fill_transport_addresses(&mut in_cfg, local, peer);
+        gre::fill_transport_addresses(&mut out_cfg, local, peer);
         let t = transform_name(&cs.outbound.transform);
         let (inbound, outbound) = match (
             EspSa::new(in_cfg, ie, ia, now),
@@ -964,6 +986,10 @@ impl Daemon {
             .first()
             .map(|t| transform_name(&t.transform))
             .unwrap_or_default();
+        let mode = match entry.transform_sets.first().map(|t| t.mode) {
+            Some(ipsec_core::esp::Mode::Transport) => "Transport",
+            _ => "Tunnel",
+        };
         let (sel, peer, secs, kb) = (
             entry.selector,
             entry.peers.first().copied(),
@@ -977,7 +1003,7 @@ impl Daemon {
         match self.ike.initiate(now, &mut self.rng, group) {
             Ok(()) => {
                 if !busy {
-                    debug!(target: "ipsec", "IPSEC(sa_request): , (key eng. msg.) OUTBOUND local= {}, remote= {}, local_proxy= {}, remote_proxy= {}, protocol= ESP, transform= {ts} (Tunnel), lifedur= {secs}s and {kb}kb",
+                    debug!(target: "ipsec", "IPSEC(sa_request): , (key eng. msg.) OUTBOUND local= {}, remote= {}, local_proxy= {}, remote_proxy= {}, protocol= ESP, transform= {ts} ({mode}), lifedur= {secs}s and {kb}kb",
                         self.cfg.interface.address, peer.map_or_else(|| "-".into(), |p| p.to_string()), sel.local, sel.remote);
                 }
             }
@@ -1102,9 +1128,11 @@ impl Daemon {
         let mut reasm = std::mem::take(&mut self.reasm);
         match self.dp.receive(now, p, &mut reasm) {
             Ok(Received::Decapsulated { packet, sa }) => {
-                match self.tun.send(packet) {
-                    Ok(_) => self.stats.tun_tx += 1,
-                    Err(e) => debug!(target: "ipsec", "TUN write: {e}"),
+                if !self.gre_inbound(now, packet, sa) {
+                    match self.tun.send(packet) {
+                        Ok(_) => self.stats.tun_tx += 1,
+                        Err(e) => debug!(target: "ipsec", "TUN write: {e}"),
+                    }
                 }
                 if let Some(peer) = self.dp.inbound_sa(sa).and_then(|s| s.config().remote) {
                     trace!(target: "ipsec", "IPSEC: decapsulated packet from {peer}");

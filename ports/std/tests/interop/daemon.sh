@@ -9,7 +9,9 @@
 # `tcp`. Every wait is bounded; on failure it prints our daemon's log and charon's log;
 # the topology is torn down on exit. Scenarios (issue 8, section 4):
 #   init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs   (a, b)
-#   nat (d)  idle (e)  tcp (f)  sigterm (g)  raw_esp (our daemon on both sides).
+#   nat (d)  idle (e)  tcp (f)  sigterm (g)  raw_esp (our daemon on both sides)
+#   gre (a GRE tunnel with tunnel protection and keepalives; peer endpoint gre-echo.py tun)
+#   gre_transport (the same in transport mode, our daemon on both sides).
 #   DPD (c) belongs to the DPD work (issue 5).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +33,7 @@ failed=()
 SCENARIO_T0=0
 
 cleanup() {
+	stop_gre_peer >/dev/null 2>&1
 	stop_ours >/dev/null 2>&1
 	"$SS" down >/dev/null 2>&1 || true
 }
@@ -400,7 +403,201 @@ raw_esp() {
 	no_leftovers
 }
 
-ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp"
+# gre: a GRE tunnel protected by IPsec, like IOS `interface Tunnel0 / tunnel source /
+# tunnel destination / tunnel protection ipsec profile P / keepalive 2 3`. strongSwan's
+# CHILD_SA is tunnel mode (libipsec has no transport mode) restricted to GRE between the
+# two IKE endpoints (PEER_TS=1 lets charon route that into its ipsec0); the kernel has no
+# GRE, so gre-echo.py terminates the tunnel onto a TUN gre1 (172.16.68.2/30) in the
+# right namespace. Shows: the SA comes up at start, a ping over the tunnel, keepalives
+# answered (the right kernel forwards them back), `show interfaces`, and line protocol
+# going down within (retries + 1) x period once the peer's GRE endpoint is stopped.
+GRE_PID=
+write_gre_cfg() {
+	cat >"$CFG" <<EOF
+# written by daemon.sh (gre)
+hostname = "left"
+[control]
+socket = "$CTL"
+[interface]
+name = "l-out"
+address = "203.0.113.1"
+tun = "ipsec0"
+mtu = 1400
+[isakmp]
+nat_keepalive = 20
+[[isakmp.policy]]
+priority = 10
+encryption = "aes"
+hash = "sha"
+group = 14
+authentication = "pre-share"
+[[isakmp.key]]
+key = "$(psk)"
+address = "203.0.113.2"
+[[transform_set]]
+name = "TS"
+esp = ["esp-aes", "esp-sha-hmac"]
+mode = "tunnel"
+[[ipsec_profile]]
+name = "GRE-PROT"
+transform_sets = ["TS"]
+[[tunnel]]
+name = "Tunnel0"
+address = "172.16.68.1/30"
+source = "203.0.113.1"
+destination = "203.0.113.2"
+protection = "GRE-PROT"
+keepalive = { period = 2, retries = 3 }
+mtu = 1400
+EOF
+}
+
+stop_gre_peer() {
+	[[ -n "$GRE_PID" ]] || return 0
+	kill -TERM "$GRE_PID" 2>/dev/null
+	wait "$GRE_PID" 2>/dev/null
+	GRE_PID=
+}
+
+gre() {
+	TS_PROTO=gre RIGHT_LOCAL_TS=203.0.113.2/32 RIGHT_REMOTE_TS=203.0.113.1/32 PEER_TS=1 LEFT=none \
+		"$SS" up >/dev/null 2>&1 || return 1
+	# The keepalive's inner packet (203.0.113.2 -> 203.0.113.1) arrives on gre1 with a
+	# local source address: forwarding, and accepting a local source, are needed.
+	ip netns exec "$R" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.accept_local=1 || return 1
+	timeout 90 ip netns exec "$R" python3 "$HERE/gre-echo.py" tun --local 203.0.113.2 --peer 203.0.113.1 \
+		--dev gre1 --address 172.16.68.2/30 --seconds 80 >"$STATE/gre-peer.log" 2>&1 &
+	GRE_PID=$!
+	local i out t t0 sas txt down
+	for i in $(seq 1 30); do ip -n "$R" link show gre1 >/dev/null 2>&1 && break; sleep 0.1; done
+	ip -n "$R" link show gre1 >/dev/null 2>&1 || { echo "   gre-echo.py tun did not start"; cat "$STATE/gre-peer.log"; return 1; }
+	write_gre_cfg
+	start_ours || return 1
+	# Tunnel protection comes up at start, without traffic.
+	"$SS" wait-child right 15 >/dev/null 2>&1 || { echo "   no CHILD_SA at strongSwan within 15 s"; return 1; }
+	sas=$(right_sas)
+	echo "   strongSwan: $(grep -o 'state=INSTALLED mode=TUNNEL protocol=ESP encap=yes' <<<"$sas") $(grep -Eo 'local-ts=\[[^ }]* remote-ts=\[[^ }]*' <<<"$sas")"
+	expect "$sas" "state=INSTALLED mode=TUNNEL protocol=ESP encap=yes" "local-ts=\[203\.0\.113\.2/32\[gre\]\] remote-ts=\[203\.0\.113\.1/32\[gre\]\]" || { echo "$sas"; return 1; }
+	echo "   route: $(ip -n "$L" route show 172.16.68.0/30)"
+	out=$(ip netns exec "$L" ping -c 3 -W 2 -I 172.16.68.1 172.16.68.2)
+	echo "   $(grep 'packets transmitted' <<<"$out")"
+	expect "$out" " 3 received" || return 1
+	# A keepalive every 2 s: wait (bounded) until one has come back.
+	for i in $(seq 1 50); do
+		txt=$(show interfaces)
+		grep -Eq "keepalives sent, [1-9][0-9]* returned" <<<"$txt" && break
+		sleep 0.1
+	done
+	grep -A12 "^Tunnel0" <<<"$txt" | sed 's/^/   | /'
+	expect "$txt" "Tunnel0 is up, line protocol is up \(TUN tunnel0\)" "Internet address is 172\.16\.68\.1/30" \
+		"Tunnel source 203\.0\.113\.1, destination 203\.0\.113\.2" "Keepalive set \(2 sec\), retries 3" \
+		" [3-9] packets input" " [3-9] packets output" "keepalives sent, [1-9][0-9]* returned" || return 1
+	expect "$(show ipsec-sa)" "interface: Tunnel0" "Crypto map tag: Tunnel0-head-0" "\(203\.0\.113\.1/255\.255\.255\.255/47/0\)" || { show ipsec-sa; return 1; }
+	show interfaces --json | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["tunnels"][0]
+c = t["counters"]
+assert t["line_protocol_up"] and c["packets_in"] >= 3 and c["packets_out"] >= 3 and c["keepalives_returned"] >= 1, t
+print("   show interfaces --json: line_protocol_up %s, packets in %d out %d, keepalives sent %d returned %d" % (
+    t["line_protocol_up"], c["packets_in"], c["packets_out"], c["keepalives_sent"], c["keepalives_returned"]))
+' || return 1
+	# The peer's GRE endpoint goes away: keepalives stop coming back.
+	stop_gre_peer
+	t0=$(now)
+	sed 's/^/   peer: /' "$STATE/gre-peer.log"
+	grep -Eq "\(([1-9][0-9]*) keepalives of the peer\)" "$STATE/gre-peer.log" || { echo "   the peer forwarded no keepalive"; return 1; }
+	for i in $(seq 1 120); do
+		grep -q "Line protocol on Interface Tunnel0, changed state to down" "$LOG" && break
+		sleep 0.1
+	done
+	t=$(since "$t0")
+	down=$(grep -m1 "changed state to down" "$LOG" | sed 's/^.*%LINEPROTO/%LINEPROTO/')
+	echo "   ${down:-no line protocol change} ${t} s after the peer's endpoint stopped (bound: (3 + 1) x 2 s + 1 s)"
+	[[ -n "$down" ]] || return 1
+	awk -v t="$t" 'BEGIN{exit !(t >= 5.5 && t <= 9.0)}' || { echo "   outside the bound"; return 1; }
+	txt=$(show interfaces)
+	expect "$txt" "Tunnel0 is up, line protocol is down" "1 line protocol transitions" || { echo "$txt"; return 1; }
+	out=$(ip -n "$L" route show 172.16.68.0/30)
+	echo "   route: $out; link: $(ip -n "$L" -brief link show tunnel0)"
+	expect "$out" "linkdown" || return 1
+	out=$(ip netns exec "$L" ping -c 1 -W 1 172.16.68.2 2>&1)
+	echo "   ping while down: $(grep -Eo 'Network is unreachable|[0-9]+ received' <<<"$out" | head -1); $(show interfaces | grep -Eo '[0-9]+ output drops \([0-9]+ while line protocol down\)')"
+	expect "$out" "Network is unreachable" || return 1
+	# The peer's endpoint comes back: the next keepalive returns, line protocol is up.
+	timeout 30 ip netns exec "$R" python3 "$HERE/gre-echo.py" tun --local 203.0.113.2 --peer 203.0.113.1 \
+		--dev gre1 --address 172.16.68.2/30 --seconds 20 >"$STATE/gre-peer.log" 2>&1 &
+	GRE_PID=$!
+	t0=$(now)
+	for i in $(seq 1 60); do
+		grep -q "Line protocol on Interface Tunnel0, changed state to up" "$LOG" && break
+		sleep 0.1
+	done
+	t=$(since "$t0")
+	grep -q "changed state to up" "$LOG" || { echo "   line protocol stayed down"; return 1; }
+	echo "   line protocol up again ${t} s after the peer's endpoint restarted (next keepalive: <= 2 s)"
+	out=$(ip netns exec "$L" ping -c 3 -W 2 172.16.68.2)
+	echo "   $(grep 'packets transmitted' <<<"$out"); route: $(ip -n "$L" route show 172.16.68.0/30)"
+	expect "$out" " 3 received" || return 1
+	expect "$(show interfaces)" "line protocol is up" "2 line protocol transitions" || return 1
+	stop_gre_peer
+	stop_ours || { echo "   daemon exit status $?"; return 1; }
+	[[ -z "$(ip -n "$L" link show tunnel0 2>/dev/null)" ]] || { echo "   tunnel0 left behind"; return 1; }
+	echo "   after SIGTERM: exit 0, tunnel0 gone"
+}
+
+# gre_transport: GRE tunnel protection in transport mode, our daemon on both sides
+# (strongSwan's libipsec has no transport mode; charon is stopped as in raw_esp). Both
+# sides bring the protection up at start; a ping crosses the tunnel, keepalives come
+# back both ways, `show ipsec-sa` says Transport, and when the right daemon stops the
+# left's line protocol goes down within (retries + 1) x period.
+gre_transport() {
+	LEFT=none "$SS" up >/dev/null 2>&1 || return 1
+	"$SS" kill right >/dev/null 2>&1
+	write_gre_cfg
+	sed -i -e 's/^mode = "tunnel"/mode = "transport"/' "$CFG"
+	sed -e 's/hostname = "left"/hostname = "right"/' -e "s|$CTL|$STATE/right.sock|" \
+		-e 's/address = "203.0.113.1"/address = "203.0.113.2"/' \
+		-e '/\[\[isakmp.key\]\]/,/^address/s/address = "203.0.113.2"/address = "203.0.113.1"/' \
+		-e 's|address = "172.16.68.1/30"|address = "172.16.68.2/30"|' \
+		-e 's/source = "203.0.113.1"/source = "203.0.113.2"/' -e 's/destination = "203.0.113.2"/destination = "203.0.113.1"/' \
+		"$CFG" >"$STATE/right.toml"
+	rm -f "$STATE/right.sock"
+	timeout 60 ip netns exec "$R" "$IPSEC" up --config "$STATE/right.toml" --debug isakmp,ipsec >"$STATE/right.log" 2>&1 &
+	local rpid=$! out t t0 i txt
+	for _ in $(seq 1 50); do [[ -S "$STATE/right.sock" ]] && break; sleep 0.1; done
+	start_ours || { kill -TERM $rpid; wait $rpid; return 1; }
+	for i in $(seq 1 50); do
+		show ipsec-sa | grep -q "Status: ACTIVE" && break
+		sleep 0.1
+	done
+	out=$(ip netns exec "$L" ping -c 3 -W 2 -I 172.16.68.1 172.16.68.2)
+	echo "   $(grep 'packets transmitted' <<<"$out")"
+	for i in $(seq 1 50); do
+		txt=$(show interfaces)
+		grep -Eq "keepalives sent, [1-9][0-9]* returned, [1-9][0-9]* forwarded" <<<"$txt" && break
+		sleep 0.1
+	done
+	t=$(show ipsec-sa)
+	grep -E "interface:|ident \(|in use settings" <<<"$t" | sort -u | sed 's/^ */   /'
+	grep -E "Tunnel0 is|keepalives sent" <<<"$txt" | sed 's/^ */   /'
+	expect "$out" " 3 received" || { tail -20 "$STATE/right.log"; kill -TERM $rpid; wait $rpid; return 1; }
+	expect "$t" "in use settings =\{Transport, \}" "\(203\.0\.113\.1/255\.255\.255\.255/47/0\)" || { echo "$t"; kill -TERM $rpid; wait $rpid; return 1; }
+	expect "$txt" "line protocol is up" "keepalives sent, [1-9][0-9]* returned, [1-9][0-9]* forwarded" || { kill -TERM $rpid; wait $rpid; return 1; }
+	kill -TERM $rpid; wait $rpid
+	t0=$(now)
+	for i in $(seq 1 120); do
+		grep -q "Line protocol on Interface Tunnel0, changed state to down" "$LOG" && break
+		sleep 0.1
+	done
+	t=$(since "$t0")
+	echo "   line protocol down ${t} s after the right daemon stopped (bound: (3 + 1) x 2 s + 1 s)"
+	grep -q "changed state to down" "$LOG" || return 1
+	awk -v t="$t" 'BEGIN{exit !(t >= 5.5 && t <= 9.0)}' || { echo "   outside the bound"; return 1; }
+	stop_ours || return 1
+	no_leftovers
+}
+
+ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp gre gre_transport"
 T0=$(now)
 for s in ${@:-$ALL}; do
 	echo "== $s"
@@ -416,7 +613,12 @@ for s in ${@:-$ALL}; do
 		tail -40 "$LOG" | sed 's/^/     | /'
 		echo "   charon's log (right):"
 		tail -40 "$STATE/right/charon.log" 2>/dev/null | sed 's/^/     | /'
+		if [[ $s == gre && -s "$STATE/gre-peer.log" ]]; then
+			echo "   gre-echo.py tun (right):"
+			tail -10 "$STATE/gre-peer.log" | sed 's/^/     | /'
+		fi
 	fi
+	stop_gre_peer >/dev/null 2>&1
 	stop_ours >/dev/null 2>&1
 	"$SS" down >/dev/null 2>&1
 done

@@ -130,6 +130,15 @@
 #   TS_PROTO       []        restrict both traffic selectors to one IP protocol,
 #                            e.g. gre (GRE-over-IPsec as tunnel mode between
 #                            the protected hosts; see NOTES.md, GRE section)
+#   RIGHT_LOCAL_TS / RIGHT_REMOTE_TS  [198.51.100.128/25 / 198.51.100.0/25]
+#                            right's traffic selectors, e.g. 203.0.113.2/32 and
+#                            203.0.113.1/32 with TS_PROTO=gre: GRE between the
+#                            IKE endpoints themselves (IOS tunnel protection)
+#   PEER_TS        [0]       1 = allow a remote TS that is the IKE peer itself:
+#                            kernel-libipsec.allow_peer_ts = yes, and charon's
+#                            own packets (IKE, ESP-in-UDP) are marked 0x42 and
+#                            skip the table-220 routes (kernel-netlink.fwmark =
+#                            !0x42), so they do not loop into ipsec0
 #   NAT_PORTS      [keep]    keep  = plain masquerade (source ports kept when
 #                                    possible, so 500->500, 4500->4500)
 #                            remap = UDP source ports rewritten to 40000-40999
@@ -210,6 +219,9 @@ RIGHT_IKE_PROPOSALS=${RIGHT_IKE_PROPOSALS:-$IKE_PROPOSALS}
 RIGHT_ESP_PROPOSALS=${RIGHT_ESP_PROPOSALS:-$ESP_PROPOSALS}
 NAT_PORTS=${NAT_PORTS:-keep}
 RIGHT_PSK=${RIGHT_PSK:-$PSK}
+RIGHT_LOCAL_TS=${RIGHT_LOCAL_TS:-$RIGHT_NET}
+RIGHT_REMOTE_TS=${RIGHT_REMOTE_TS:-$LEFT_NET}
+PEER_TS=${PEER_TS:-0}
 
 CHARON=${CHARON:-/usr/lib/ipsec/charon}
 SWANCTL=${SWANCTL:-/usr/sbin/swanctl}
@@ -281,6 +293,24 @@ charon {
 		vici {
 			socket = unix://$d/charon.vici
 		}
+EOF
+	if [[ "$PEER_TS" == 1 ]]; then
+	cat <<EOF
+		# PEER_TS=1: a TS may be the IKE peer (GRE between the IKE endpoints). The
+		# route to it goes into ipsec0; charon's own packets carry mark 0x42 and the
+		# table-220 rule skips them, so IKE and ESP-in-UDP still leave directly.
+		kernel-libipsec {
+			allow_peer_ts = yes
+		}
+		socket-default {
+			fwmark = 0x42
+		}
+		kernel-netlink {
+			fwmark = !0x42
+		}
+EOF
+	fi
+	cat <<EOF
 		openssl {
 			load_legacy = yes
 		}
@@ -569,13 +599,16 @@ RIGHT_IKE_PROPOSALS=$RIGHT_IKE_PROPOSALS
 RIGHT_ESP_PROPOSALS=$RIGHT_ESP_PROPOSALS
 LOG_DEFAULT=$LOG_DEFAULT
 LOG_LEVELS=$LOG_LEVELS
+RIGHT_LOCAL_TS=$RIGHT_LOCAL_TS
+RIGHT_REMOTE_TS=$RIGHT_REMOTE_TS
+PEER_TS=$PEER_TS
 EOF
 	printf '%s' "$RIGHT_PSK" > "$STATE/psk"     # the key the right peer expects
 	topology_up
 	# right: responder for whatever comes from left
 	write_strongswan_conf right
 	write_swanctl_conf right "$RIGHT_OUT" "$RIGHT_REMOTE_ADDRS" "$RIGHT_ID" "$RIGHT_REMOTE_ID" \
-		"$RIGHT_NET" "$LEFT_NET" "$RIGHT_IKE_PROPOSALS" "$RIGHT_ESP_PROPOSALS" "$RIGHT_PSK"
+		"$RIGHT_LOCAL_TS" "$RIGHT_REMOTE_TS" "$RIGHT_IKE_PROPOSALS" "$RIGHT_ESP_PROPOSALS" "$RIGHT_PSK"
 	start_charon right
 	if [[ "$BACKUP" == 1 ]]; then
 		# a second responder for the same protected network: the backup peer
