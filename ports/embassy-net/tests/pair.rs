@@ -293,6 +293,21 @@ fn node(
 
 #[test]
 fn echo_through_the_tunnel_between_two_embassy_stacks() {
+    // Each node's engine (an `Ike` with the default 16 IKE SA slots, ~260 KB, and its
+    // data plane) is built by value and moved into its runner and task: an unoptimised
+    // build keeps several copies in `node`'s frame, past the test thread's 2 MiB. A
+    // firmware puts the engine in a static (see examples/firmware); here a thread with
+    // a larger stack does.
+    let t = std::thread::Builder::new()
+        .stack_size(16 << 20)
+        .spawn(run_pair)
+        .unwrap();
+    if let Err(e) = t.join() {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn run_pair() {
     let executor = leak(Executor::new());
     executor.run_until(
         |spawner| {

@@ -49,10 +49,15 @@ const NON_ESP_MARKER: [u8; 4] = [0; 4];
 /// above any crypto map sequence number a configuration would use.
 const DYNAMIC_SEQ: u32 = 0x8000_0000;
 
-/// The data plane the engine drives: replay window of 64 packets (`W = 2` words) and the
-/// smallest reassembler (the engine uses the per-packet paths, which never reassemble).
+/// Outbound flow-cache entries of the engine's data plane (64 bytes each): a
+/// microcontroller's few policies and flows need few.
+pub const ENGINE_FLOWS: usize = 16;
+
+/// The data plane the engine drives: replay window of 64 packets (`W = 2` words), the
+/// smallest reassembler (the engine uses the per-packet paths, which never reassemble)
+/// and a 16-entry flow cache.
 pub type EngineDataplane<P, const CHILDREN: usize, const POLICIES: usize> =
-    Dataplane<P, CHILDREN, POLICIES, 2, 1, 64>;
+    Dataplane<P, CHILDREN, POLICIES, 2, 1, 64, ENGINE_FLOWS>;
 
 /// Why a datagram or packet was not processed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -221,7 +221,7 @@ fn semantic_ranges_and_references() {
         r#"match = { local = "198.51.100.0/33", remote = "198.51.100.128/25" }"#,
     ));
     assert_err(&e, 32, &["not a prefix", "ADDRESS/LENGTH"]);
-    // Keepalive (DPD) values are validated even though DPD is not active yet.
+    // Keepalive (DPD) values are validated.
     let e = err(&BASE.replace(
         "nat_keepalive = 20",
         "nat_keepalive = 20\nkeepalive = { interval = 10, retry = 1, mode = \"periodic\" }",

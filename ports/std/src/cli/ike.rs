@@ -93,7 +93,7 @@ pub struct ConnectArgs {
     /// or the peer's DPD be observed).
     #[arg(long, default_value_t = 0)]
     linger: u64,
-    /// Dead Peer Detection (`crypto isakmp keepalive`): INTERVAL[,RETRY[,COUNT]] in
+    /// Dead Peer Detection (`crypto isakmp keepalive`): `INTERVAL[,RETRY[,COUNT]]` in
     /// seconds (retry default 2, count default 5 R-U-THEREs). On demand unless
     /// --dpd-periodic: an R-U-THERE only when the peer was silent for INTERVAL and there
     /// is traffic to send it (see --keep-pinging). Dead at the first R-U-THERE + COUNT x
@@ -214,7 +214,7 @@ fn parse_net(s: &str) -> Result<AddrRange, String> {
     AddrRange::from_prefix(a, l).map_err(|e| format!("{s:?}: {e}"))
 }
 
-/// `--dpd INTERVAL[,RETRY[,COUNT]]`.
+/// `--dpd INTERVAL[,RETRY[,COUNT]]` (see `ConnectArgs`).
 fn parse_dpd(s: &str, periodic: bool, without_vid: bool) -> Result<Keepalive, String> {
     let v: Vec<&str> = s.split(',').collect();
     let num = |i: usize, d: u64| -> Result<u64, String> {

@@ -248,7 +248,7 @@ fn isakmp_sa(d: &Daemon) -> (String, Value) {
         || "isakmp keepalive: not configured".to_string(),
         |k| {
             format!(
-                "isakmp keepalive: {} s, retry {} s, {:?} (configured, not active yet)",
+                "isakmp keepalive: {} s, retry {} s, {:?} (DPD)",
                 k.interval, k.retry, k.mode
             )
         },
@@ -381,6 +381,13 @@ fn ipsec_sa(d: &Daemon) -> (String, Value) {
         st.keepalive_rx,
         st.keepalive_tx
     );
+    let _ = writeln!(
+        s,
+        "Flow cache: {} entries, {} hits, {} misses (SPD lookups)",
+        super::FLOWS,
+        c.flow_cache_hits,
+        c.flow_cache_misses
+    );
     let idle = d.cfg.idle_time.map_or_else(
         || "lifetime".to_string(),
         |t| format!("{} s", t.as_millis() / 1000),
@@ -399,6 +406,7 @@ fn ipsec_sa(d: &Daemon) -> (String, Value) {
                 "acquire_dropped": st.acquire_dropped, "cleartext_rejected": c.cleartext_rejected,
                 "malformed": c.malformed, "nat_keepalives_rx": st.keepalive_rx, "nat_keepalives_tx": st.keepalive_tx,
                 "esp_rx": st.esp_rx, "esp_tx": st.esp_tx, "send_errors": st.send_errors, "dp_errors": st.dp_errors,
+                "flow_cache_entries": super::FLOWS, "flow_cache_hits": c.flow_cache_hits, "flow_cache_misses": c.flow_cache_misses,
             },
         }),
     )

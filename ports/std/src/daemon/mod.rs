@@ -86,8 +86,12 @@ const QUEUE_SETTLE: Duration = Duration::from_millis(50);
 /// Packets handled per source per wakeup before the others get their turn.
 const BUDGET: usize = 128;
 
+/// Outbound flow-cache entries (64 bytes each, 64 KiB): a gateway carries many flows,
+/// and a flow that does not fit scans the SPD on every packet.
+pub const FLOWS: usize = 1024;
+
 /// The data plane as the daemon sizes it.
-pub type Dp = Dataplane<SoftCrypto, MAX_SAS, MAX_POLICIES, 2, 4, FRAG_SIZE>;
+pub type Dp = Dataplane<SoftCrypto, MAX_SAS, MAX_POLICIES, 2, 4, FRAG_SIZE, FLOWS>;
 
 const T500: Token = Token(0);
 const T4500: Token = Token(1);
