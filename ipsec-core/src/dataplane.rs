@@ -711,7 +711,7 @@ mod tests {
     use crate::time::Duration;
     use crate::wire::ipv4::Ipv4Repr;
 
-    struct Counter(u8);
+    pub(super) struct Counter(pub(super) u8);
     impl SecureRng for Counter {
         fn fill_bytes(&mut self, d: &mut [u8]) -> Result<(), CryptoError> {
             for b in d {
@@ -722,15 +722,15 @@ mod tests {
         }
     }
 
-    type Dp = Dataplane<SoftCrypto, 8, 4>;
-    const T: Transform = Transform {
+    pub(super) type Dp = Dataplane<SoftCrypto, 8, 4>;
+    pub(super) const T: Transform = Transform {
         enc: Encryption::Cbc(CipherAlg::Aes128Cbc),
         auth: Some(MacAlg::HmacSha1_96),
     };
     const GW_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
     const GW_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 
-    fn net(a: [u8; 4], len: u8) -> AddrRange {
+    pub(super) fn net(a: [u8; 4], len: u8) -> AddrRange {
         AddrRange::from_prefix(IpAddr::V4(Ipv4Addr::from(a)), len).unwrap()
     }
 
@@ -786,7 +786,7 @@ mod tests {
         (a, b)
     }
 
-    fn ip(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
+    pub(super) fn ip(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
         let r = Ipv4Repr {
             src: Ipv4Addr::from(src),
             dst: Ipv4Addr::from(dst),

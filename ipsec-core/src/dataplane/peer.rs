@@ -42,42 +42,27 @@ impl<
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
     use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-    use hal_traits::{CipherAlg, CryptoError, MacAlg, SecureRng};
     use ipsec_soft_crypto::SoftCrypto;
 
-    use crate::dataplane::{Dataplane, Inbound, Outbound};
-    use crate::esp::{Direction, Encryption, EspConfig, EspSa, Transform, UdpEncap};
-    use crate::spd::{AddrRange, Policy, PolicyAction, Selector};
+    use crate::dataplane::tests::{Counter, Dp, T, ip, net};
+    use crate::dataplane::{Inbound, Outbound};
+    use crate::esp::{Direction, EspConfig, EspSa, UdpEncap};
+    use crate::spd::{Policy, PolicyAction, Selector};
     use crate::time::Instant;
-    use crate::wire::ipv4::{Ipv4Packet, Ipv4Repr};
+    use crate::wire::ipv4::Ipv4Packet;
     use crate::wire::udp::UdpPacket;
 
-    struct Counter(u8);
-    impl SecureRng for Counter {
-        fn fill_bytes(&mut self, d: &mut [u8]) -> Result<(), CryptoError> {
-            for b in d {
-                self.0 = self.0.wrapping_add(37);
-                *b = self.0;
-            }
-            Ok(())
-        }
-    }
-
-    type Dp = Dataplane<SoftCrypto, 8, 4>;
-    const T: Transform = Transform {
-        enc: Encryption::Cbc(CipherAlg::Aes128Cbc),
-        auth: Some(MacAlg::HmacSha1_96),
-    };
     const US: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
     const NAT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
     const NAT2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
 
     fn selector() -> Selector {
-        let l = AddrRange::from_prefix(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 25).unwrap();
-        let r = AddrRange::from_prefix(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 128)), 25).unwrap();
-        Selector::new(l, r).unwrap()
+        Selector::new(net([192, 0, 2, 0], 25), net([192, 0, 2, 128], 25)).unwrap()
     }
 
     /// A gateway with one UDP-encapsulated pair towards a peer behind a NAT at
@@ -119,23 +104,13 @@ mod tests {
         dp
     }
 
-    fn inner() -> [u8; 28] {
-        let r = Ipv4Repr {
-            src: Ipv4Addr::new(192, 0, 2, 1),
-            dst: Ipv4Addr::new(192, 0, 2, 129),
-            protocol: crate::wire::proto::ICMP,
-            payload_len: 8,
-            ttl: 64,
-            tos: 0,
-            ident: 1,
-            dont_frag: false,
-            more_frags: false,
-            frag_offset: 0,
-        };
-        let mut b = [0u8; 28];
-        r.emit(&mut b).unwrap();
-        b[20] = 8;
-        b
+    fn inner() -> Vec<u8> {
+        ip(
+            [192, 0, 2, 1],
+            [192, 0, 2, 129],
+            crate::wire::proto::ICMP,
+            &[8, 0, 0, 0, 0, 1, 0, 1],
+        )
     }
 
     /// `(outer destination, UDP destination port, ESP sequence number)` of the next

@@ -34,7 +34,6 @@
 //!   the connected route of a tunnel whose line protocol is down leaves the table.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 
 use ipsec_core::Instant;
 use ipsec_core::esp::{EspConfig, Mode};
@@ -130,22 +129,6 @@ pub fn protocol_of(packet: &[u8]) -> Option<u16> {
         Some(4) => Some(ethertype::IPV4),
         Some(6) => Some(ethertype::IPV6),
         _ => None,
-    }
-}
-
-fn ip_link(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }
 
@@ -392,7 +375,7 @@ fn on_event(name: &str, device: &str, ev: GreEvent) {
             let state = if up { "up" } else { "down" };
             info!(target: "daemon", "%LINEPROTO-5-UPDOWN: Line protocol on Interface {name}, changed state to {state}");
             let carrier = if up { "on" } else { "off" };
-            match ip_link(&["link", "set", "dev", device, "carrier", carrier]) {
+            match super::routes::ip(&["link", "set", "dev", device, "carrier", carrier]) {
                 Ok(()) => info!(target: "daemon", "ip link set dev {device} carrier {carrier}"),
                 Err(e) => warn!(target: "daemon", "{e}"),
             }

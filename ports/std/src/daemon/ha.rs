@@ -160,23 +160,6 @@ pub struct Ha {
     buf: Vec<u8>,
 }
 
-fn ip_cmd(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 impl Ha {
     /// Opens the VRRP and sync sockets and starts the election (as Backup).
     ///
@@ -222,7 +205,7 @@ impl Ha {
 
         // A crash may have left the VIP on our interface: we start as Backup, so it goes.
         let vip = format!("{}/32", cfg.virtual_ip);
-        if ip_cmd(&["addr", "del", &vip, "dev", &cfg.interface]).is_ok() {
+        if super::routes::ip(&["addr", "del", &vip, "dev", &cfg.interface]).is_ok() {
             info!(target: "ha", "HA: removed a stale virtual IP {} from {}", cfg.virtual_ip, cfg.interface);
         }
         vrrp.startup(now);
@@ -273,7 +256,7 @@ impl Ha {
     fn add_vip(&mut self) {
         let c = &self.cfg;
         let vip = format!("{}/32", c.virtual_ip);
-        match ip_cmd(&["addr", "replace", &vip, "dev", &c.interface]) {
+        match super::routes::ip(&["addr", "replace", &vip, "dev", &c.interface]) {
             Ok(()) => {
                 self.vip_owned = true;
                 info!(target: "ha", "HA: virtual IP added: ip addr add {vip} dev {}", c.interface);
@@ -304,7 +287,7 @@ impl Ha {
             return;
         }
         let vip = format!("{}/32", self.cfg.virtual_ip);
-        match ip_cmd(&["addr", "del", &vip, "dev", &self.cfg.interface]) {
+        match super::routes::ip(&["addr", "del", &vip, "dev", &self.cfg.interface]) {
             Ok(()) => {
                 info!(target: "ha", "HA: virtual IP removed: ip addr del {vip} dev {}", self.cfg.interface)
             }

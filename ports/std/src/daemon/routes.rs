@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use tracing::{info, warn};
 
@@ -69,9 +69,12 @@ pub struct Routes {
     installed: Vec<Route>,
 }
 
-fn ip(args: &[String]) -> Result<(), String> {
+/// Runs `ip ARGS` (iproute2); the error names the command and carries its stderr.
+pub(super) fn ip<S: AsRef<str>>(args: &[S]) -> Result<(), String> {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let out = Command::new("ip")
-        .args(args)
+        .args(&args)
+        .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
     if out.status.success() {
