@@ -6,7 +6,9 @@
 Sources: the packets of ipsec-core/tests/data/scapy_esp_vectors.json and
 rfc3602_aes_cbc_esp.json (RFC 3602 cases 6 and 8 and the RUB-NDS vector have no outer
 header on record: one is built here), plus a few hand-built inputs for the parts the
-vectors do not cover (IPv6, ESN, selectors, replay-window operations).
+vectors do not cover (IPv6, ESN, selectors, replay-window operations), and HA sync message
+bodies built from the record layout of ipsec-core/src/ha/record.rs (snapshots, updates,
+handover markers whose digest matches the state or not).
 
 The esp_decapsulate seeds start with the index of an SA in the `SAS` table of
 fuzz_targets/esp_decapsulate.rs; the indices are read from that file by SA name, so
@@ -644,6 +646,103 @@ def reassembly(w):
         w.write(t, name, d)
 
 
+# --- ha_sync_parse: sync message bodies (ipsec-core/src/ha/record.rs) -------------------
+
+M64 = (1 << 64) - 1
+
+
+def rec(kind, body):
+    return struct.pack(">BH", kind, len(body)) + body
+
+
+def ha_addr(a):
+    return bytes([4]) + bytes(map(int, a.split(".")))
+
+
+def ha_config(spi, direction, local, remote):
+    """An EspConfig: tunnel, AES-256-CBC + HMAC-SHA-256-128, window 64, UDP 4500, a selector."""
+    b = struct.pack(">IBBBBBBI", spi, direction, 0, 1, 5, 3, 0, 64)
+    b += ha_addr(local) + ha_addr(remote)
+    b += bytes([1]) + struct.pack(">HH", 4500, 4500)
+    b += bytes([1])
+    for r in (("10.0.1.0", "10.0.1.255"), ("10.0.68.0", "10.0.68.255")):
+        b += ha_addr(r[0]) + ha_addr(r[1])
+    b += struct.pack(">HHHHH", 0xFFFF, 0, 0xFFFF, 0, 0xFFFF)
+    b += bytes(4)  # no lifetime limits
+    return b + bytes([0, 64])  # DF copy, TTL 64
+
+
+def ha_progress(p, flags=7):
+    b = b""
+    if flags & 1:
+        b += struct.pack(">Q", p["seq"])
+    if flags & 2:
+        b += struct.pack(">QIBB", p["top"], 64, 0, 2) + struct.pack(">QQ", *p["bitmap"])
+    if flags & 4:
+        b += struct.pack(">QQQ", p["in_bytes"], p["out_bytes"], p["age"])
+    return b
+
+
+def ha_pair(p):
+    b = struct.pack(">I", 10) + ha_addr("203.0.113.5") + bytes([7] * 16)
+    b += ha_config(0x1001, 0, "192.0.2.100", "203.0.113.5")
+    b += ha_config(0x2001, 1, "192.0.2.100", "203.0.113.5")
+    for k in (0x11, 0x22, 0x33, 0x44):  # inbound enc, auth; outbound enc, auth
+        b += bytes([32]) + bytes([k] * 32)
+    return rec(3, b + ha_progress(p))
+
+
+def ha_digest(pairs):
+    """state_digest of record.rs: FNV-1a 64 per pair, an avalanche, a wrapping sum."""
+    total = 0
+    for in_spi, out_spi, p in pairs:
+        h = 0xCBF29CE484222325
+        data = struct.pack(">IIQQIB", in_spi, out_spi, p["seq"], p["top"], 64, 0)
+        data += struct.pack(">QQ", *p["bitmap"])
+        for c in data:
+            h = ((h ^ c) * 0x100000001B3) & M64
+        h ^= h >> 33
+        h = (h * 0xFF51AFD7ED558CCD) & M64
+        h ^= h >> 33
+        total = (total + h) & M64
+    return total
+
+
+def ha_sync_parse(w):
+    t = "ha_sync_parse"
+    w.reset(t)
+    stale = {"seq": 1, "top": 0, "bitmap": (0, 0), "in_bytes": 0, "out_bytes": 0, "age": 0}
+    final = {"seq": 43, "top": 40, "bitmap": ((1 << 40) | (1 << 39) | (1 << 37), 0),
+             "in_bytes": 4000, "out_bytes": 5000, "age": 12000}
+    begin, end = rec(1, struct.pack(">I", 1)), rec(2, struct.pack(">I", 1))
+    update = rec(4, struct.pack(">IB", 0x1001, 7) + ha_progress(final))
+    digest = ha_digest([(0x1001, 0x2001, final)])
+
+    def marker(d, pairs=1):
+        return rec(9, struct.pack(">IQ", pairs, d))
+
+    ike = rec(6, bytes([7] * 16) + struct.pack(">H", 40) + bytes(range(40)))
+    # Byte 0: odd = records; | 2 = the Standby then takes over.
+    seeds = {
+        "snapshot": bytes([1]) + begin + ha_pair(stale) + ike + end,
+        "handover-exact": bytes([3]) + begin + ha_pair(stale) + ike + end + update + marker(digest),
+        "handover-mismatch": bytes([3]) + begin + ha_pair(stale) + end + update + marker(digest ^ 1),
+        "handover-superseded": bytes([3]) + begin + ha_pair(stale) + end + marker(digest) + update,
+        "handover-no-snapshot": bytes([3]) + ha_pair(final) + marker(digest),
+        "failover": bytes([3]) + begin + ha_pair(final) + end,
+        "deletes-and-unknown": bytes([1]) + rec(5, struct.pack(">I", 0x1001))
+        + rec(7, bytes([7] * 16)) + rec(8, b"") + rec(200, b"future") + marker(0, 0),
+        "update-window-only": bytes([3]) + begin + ha_pair(stale) + end
+        + rec(4, struct.pack(">IB", 0x1001, 2) + ha_progress(final, 2)),
+        # A DATA datagram header: version 1, type 3, suite 1, node 1, session 7, packet 1,
+        # data sequence 1, ack 0, 32 bytes of body, then the 16-byte tag.
+        "channel-data": bytes([0]) + struct.pack(">BBBBIIQQQHH", 1, 3, 1, 0, 1, 7, 1, 1, 0, 32, 0)
+        + bytes(32) + bytes(16),
+    }
+    for name, d in seeds.items():
+        w.write(t, name, d)
+
+
 def main():
     scapy = load("scapy_esp_vectors.json")
     rfc = load("rfc3602_aes_cbc_esp.json")
@@ -657,6 +756,7 @@ def main():
     natt_demux(w)
     icmp_pmtu(w)
     reassembly(w)
+    ha_sync_parse(w)
     for target, n in sorted(w.count.items()):
         print(f"{n:3} seeds in fuzz/corpus/{target}/")
 

@@ -35,6 +35,12 @@
 //! [`sync::SyncConfig`] for the bound), no number is reused and no replay is accepted;
 //! the price is a few skipped sequence numbers and a few dropped genuine packets.
 //!
+//! A *graceful* handover does not pay it: the resigning active stops carrying traffic,
+//! sends its final counters and a handover marker that vouches for them
+//! ([`sync::HaSync::hand_over`]), and a standby that holds exactly that state takes over
+//! with the same counters. Without the marker (a crash), or if the state does not match
+//! it, the margins apply.
+//!
 //! # Wiring (one gateway)
 //!
 //! ```text

@@ -16,6 +16,11 @@
 //! | 6 | [`Record::IkeSa`] ([`IkeSaRecord`]) | IKE SA state, opaque |
 //! | 7 | [`Record::IkeDelete`] | IKE SA gone |
 //! | 8 | [`Record::SnapshotRequest`] | a standby asks for a snapshot |
+//! | 9 | [`Record::Handover`] ([`HandoverMarker`]) | last record of a resigning active |
+//!
+//! Type 9 is newer than the others: a standby that does not know it skips it and takes
+//! over with its margins, as after a crash, so an old standby and a new active (or the
+//! reverse) still hand over, only not losslessly.
 //!
 //! An [`SaPairRecord`] carries everything needed to rebuild both ESP SAs of a pair with
 //! `EspSa::new`: the two [`EspConfig`]s (SPIs, mode, transform, ESN, replay window size,
@@ -61,6 +66,8 @@ pub mod kind {
     pub const IKE_DELETE: u8 = 7;
     /// [`super::Record::SnapshotRequest`].
     pub const SNAPSHOT_REQUEST: u8 = 8;
+    /// [`super::Record::Handover`].
+    pub const HANDOVER: u8 = 9;
 }
 
 /// Why a record could not be encoded or decoded.
@@ -229,6 +236,70 @@ pub struct IkeSaRecord<'a> {
     pub body: &'a [u8],
 }
 
+/// The last record of a graceful handover: the resigning active has stopped sealing and
+/// opening ESP, sent the final counters of every pair, and vouches for them with this
+/// digest. A standby that holds exactly that state (same pairs, same outbound counters,
+/// same inbound windows) may take over without any margin; see
+/// [`HaSync::hand_over`](super::sync::HaSync::hand_over).
+///
+/// Body: `pairs (u32) | digest (u64)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct HandoverMarker {
+    /// Number of SA pairs the active held when it resigned.
+    pub pairs: u32,
+    /// [`state_digest`] of their final progress.
+    pub digest: u64,
+}
+
+impl HandoverMarker {
+    /// The marker for `pairs` as they stand.
+    pub fn of<'r, const W: usize>(pairs: impl IntoIterator<Item = &'r SaPairRecord<W>>) -> Self {
+        let (pairs, digest) = state_digest(pairs);
+        Self { pairs, digest }
+    }
+}
+
+/// A digest of what makes a takeover safe without margins: per pair, both SPIs, the
+/// outbound counter and the whole inbound replay window (top, size, ESN, bitmap). The
+/// pairs are combined by a wrapping sum, so the order of the table does not matter.
+///
+/// Not a cryptographic hash: the channel already authenticates the peer, the digest only
+/// has to tell "the standby applied every record the active sent" from "something is
+/// missing, stale or reordered". Returns the number of pairs and the digest.
+pub fn state_digest<'r, const W: usize>(
+    pairs: impl IntoIterator<Item = &'r SaPairRecord<W>>,
+) -> (u32, u64) {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    fn eat(h: u64, bytes: &[u8]) -> u64 {
+        bytes
+            .iter()
+            .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+    }
+    let mut n = 0u32;
+    let mut sum = 0u64;
+    for p in pairs {
+        let w = &p.progress.in_window;
+        let mut h = eat(OFFSET, &p.inbound.spi.to_be_bytes());
+        h = eat(h, &p.outbound.spi.to_be_bytes());
+        h = eat(h, &p.progress.out_next_seq.to_be_bytes());
+        h = eat(h, &w.top.to_be_bytes());
+        h = eat(h, &w.size.to_be_bytes());
+        h = eat(h, &[u8::from(w.esn)]);
+        for word in &w.bitmap {
+            h = eat(h, &word.to_be_bytes());
+        }
+        // A final avalanche so that the sum of two pairs cannot cancel field by field.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        sum = sum.wrapping_add(h);
+        n = n.saturating_add(1);
+    }
+    (n, sum)
+}
+
 /// One decoded record.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // no heap to box in; decoded one at a time
@@ -261,6 +332,8 @@ pub enum Record<'a, const W: usize> {
     },
     /// A standby asks for a full snapshot.
     SnapshotRequest,
+    /// A resigning active has sent its final state (see [`HandoverMarker`]).
+    Handover(HandoverMarker),
 }
 
 /// A cursor writing big-endian fields into a buffer.
@@ -355,6 +428,7 @@ impl<'b> Writer<'b> {
             Record::IkeSa(_) => kind::IKE_SA,
             Record::IkeDelete { .. } => kind::IKE_DELETE,
             Record::SnapshotRequest => kind::SNAPSHOT_REQUEST,
+            Record::Handover(_) => kind::HANDOVER,
         };
         self.u8(t)?;
         self.u16(0)?;
@@ -391,6 +465,10 @@ impl<'b> Writer<'b> {
             }
             Record::IkeDelete { cookies } => self.bytes(cookies)?,
             Record::SnapshotRequest => {}
+            Record::Handover(m) => {
+                self.u32(m.pairs)?;
+                self.u64(m.digest)?;
+            }
         }
         let body = self
             .pos
@@ -884,6 +962,10 @@ impl<'a> Reader<'a> {
                 cookies: r.array()?,
             },
             kind::SNAPSHOT_REQUEST => Record::SnapshotRequest,
+            kind::HANDOVER => Record::Handover(HandoverMarker {
+                pairs: r.u32()?,
+                digest: r.u64()?,
+            }),
             _ => return Ok(None),
         };
         if r.pos != body.len() {
@@ -940,7 +1022,7 @@ mod tests {
     fn round_trip_every_record() {
         let p = sample();
         let body = [9u8; 40];
-        let recs: [Record<'_, 2>; 8] = [
+        let recs: [Record<'_, 2>; 9] = [
             Record::SnapshotBegin { generation: 3 },
             Record::SaPair(p.clone()),
             Record::SaUpdate(SaUpdate {
@@ -958,6 +1040,7 @@ mod tests {
             Record::IkeDelete { cookies: [5; 16] },
             Record::SnapshotRequest,
             Record::SnapshotEnd { generation: 3 },
+            Record::Handover(HandoverMarker::of([&p])),
         ];
         let mut buf = [0u8; 2048];
         let mut w = Writer::new(&mut buf);
@@ -1001,6 +1084,79 @@ mod tests {
         w.record::<2>(&Record::SnapshotRequest).unwrap();
         assert!(w.record(&recs[1]).is_err());
         assert_eq!(w.len(), 3);
+    }
+
+    #[test]
+    fn handover_marker_bytes_and_old_readers() {
+        let m = HandoverMarker {
+            pairs: 2,
+            digest: 0x0102_0304_0506_0708,
+        };
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        w.record::<2>(&Record::Handover(m)).unwrap();
+        w.record::<2>(&Record::SnapshotRequest).unwrap();
+        let n = w.len();
+        assert_eq!(
+            &buf[..n],
+            &[9, 0, 12, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8, 8, 0, 0][..]
+        );
+        let mut r = Reader::new(&buf[..n]);
+        assert!(matches!(r.next_record::<2>(), Ok(Some(Record::Handover(x))) if x == m));
+        assert!(matches!(
+            r.next_record::<2>(),
+            Ok(Some(Record::SnapshotRequest))
+        ));
+        // A body of the wrong length is malformed, a short one truncated: never a panic.
+        let long = [9u8, 0, 13, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0];
+        assert_eq!(
+            Reader::new(&long).next_record::<2>().unwrap_err(),
+            RecordError::Malformed
+        );
+        let short = [9u8, 0, 11, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7];
+        assert_eq!(
+            Reader::new(&short).next_record::<2>().unwrap_err(),
+            RecordError::Truncated
+        );
+        // How a reader without type 9 sees it: an unknown type, skipped whole.
+        let mut future = buf;
+        future[0] = 200;
+        let mut r = Reader::new(&future[..n]);
+        assert!(matches!(
+            r.next_record::<2>(),
+            Ok(Some(Record::SnapshotRequest))
+        ));
+    }
+
+    #[test]
+    fn state_digest_sees_every_counter_and_ignores_order() {
+        let a = sample();
+        let mut b = sample();
+        b.inbound.spi = 0x1002;
+        b.outbound.spi = 0x2002;
+        let base = state_digest([&a, &b]);
+        assert_eq!(base.0, 2);
+        assert_eq!(base, state_digest([&b, &a]), "order does not matter");
+        assert_ne!(base, state_digest([&a]));
+        let tweaks: [fn(&mut SaPairRecord<2>); 6] = [
+            |p| p.progress.out_next_seq += 1,
+            |p| p.progress.in_window.top += 1,
+            |p| p.progress.in_window.bitmap[1] ^= 1 << 63,
+            |p| p.progress.in_window.size = 128,
+            |p| p.progress.in_window.esn = true,
+            |p| p.outbound.spi ^= 1,
+        ];
+        for t in tweaks {
+            let mut c = b.clone();
+            t(&mut c);
+            assert_ne!(state_digest([&a, &c]), base);
+        }
+        // Lifetime counters are not part of it: they do not decide what is a replay.
+        let mut c = b.clone();
+        c.progress.in_bytes += 100;
+        c.progress.age = Duration::from_secs(1);
+        assert_eq!(state_digest([&a, &c]), base);
+        assert_eq!(state_digest::<2>([]), (0, 0));
     }
 
     extern crate std;

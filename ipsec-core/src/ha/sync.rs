@@ -35,6 +35,32 @@
 //! interval, plus per retransmission timeout". Skipping outbound numbers costs nothing,
 //! so `seq_margin` can be generous; `window_margin` costs dropped packets.
 //!
+//! # Graceful handover: no margins
+//!
+//! The margins pay for not knowing how far the Active got. When the Active resigns on
+//! purpose it can say so: [`HaSync::hand_over`] reads the final counters from the data
+//! plane and takes the pairs out of it (so that no sequence number is used and no packet
+//! accepted after that point), queues every pair's final counters, and after them a
+//! [`Record::Handover`] whose [`HandoverMarker`] is a digest of exactly that state. The
+//! node is Standby from then on; the host sends the messages, waits for their
+//! acknowledgement, and then resigns in the redundancy protocol.
+//!
+//! The Standby keeps the marker until the next record: any later record (a new snapshot,
+//! an update, a delete) means the sender did not stop, and the marker is dropped
+//! ([`SyncCounters::handovers_superseded`]). The channel delivers in order, so a marker
+//! that arrives after a complete snapshot (none half-applied) comes after every record it
+//! vouches for. At [`HaSync::activate`] the Standby also compares the marker with the
+//! digest of what it holds ([`state_digest`]), which catches a missing or reordered record
+//! on any other transport. If all of that holds, every pair is installed with
+//! its outbound counter exactly where the old Active stopped (its next packet carries the
+//! next number) and its inbound window exactly as the old Active left it: no number
+//! reused, no accepted packet accepted again, no genuine packet refused
+//! ([`TakeoverKind::Exact`]). A pair whose window does not have the shape of the rebuilt
+//! SA's (another size or bitmap width) still gets the margins. With no marker (a crash,
+//! a lost marker, an older peer: [`TakeoverKind::Failover`]) or one that does not match
+//! (a missing or reordered record: [`TakeoverKind::Unverified`],
+//! [`SyncCounters::handovers_unverified`]) every pair gets the margins, as above.
+//!
 //! # Split brain
 //!
 //! A node demoted by the redundancy protocol calls [`HaSync::deactivate`]: its SAs leave
@@ -50,8 +76,8 @@ use zeroize::Zeroize;
 use super::HaRole;
 use super::channel::SyncChannel;
 use super::record::{
-    IkeSaRecord, MAX_IKE_BODY, Reader, Record, RecordError, SaPairRecord, SaProgress, SaUpdate,
-    Writer, update_flags,
+    HandoverMarker, IkeSaRecord, MAX_IKE_BODY, Reader, Record, RecordError, SaPairRecord,
+    SaProgress, SaUpdate, Writer, state_digest, update_flags,
 };
 use crate::dataplane::{Dataplane, DataplaneError};
 use crate::esp::{EspError, EspSa};
@@ -131,6 +157,8 @@ pub enum SyncError {
     Duplicate,
     /// Only the Active node does this.
     NotActive,
+    /// There is no connected peer to hand over to.
+    NotConnected,
     /// A record could not be encoded or decoded.
     Record(RecordError),
     /// Installing into the data plane failed.
@@ -145,6 +173,7 @@ impl fmt::Display for SyncError {
             Self::Full => f.write_str("HA sync table full"),
             Self::Duplicate => f.write_str("SA pair already synchronised"),
             Self::NotActive => f.write_str("not the Active node"),
+            Self::NotConnected => f.write_str("no connected HA peer"),
             Self::Record(e) => write!(f, "{e}"),
             Self::Install(e) => write!(f, "takeover install: {e}"),
             Self::Esp(e) => write!(f, "takeover SA: {e}"),
@@ -160,6 +189,31 @@ impl From<RecordError> for SyncError {
     }
 }
 
+/// How a takeover set the counters (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TakeoverKind {
+    /// No handover marker (the Active failed, its marker was lost, or it does not send
+    /// one): every pair with the margins.
+    #[default]
+    Failover,
+    /// A graceful handover whose marker matched the state held: the exact counters.
+    Exact,
+    /// A handover marker arrived but the state held did not match it (or no complete
+    /// snapshot was held): every pair with the margins.
+    Unverified,
+}
+
+impl fmt::Display for TakeoverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Failover => "failover",
+            Self::Exact => "exact handover",
+            Self::Unverified => "unverified handover",
+        })
+    }
+}
+
 /// What a takeover did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -168,9 +222,15 @@ pub struct TakeoverReport {
     pub pairs: usize,
     /// Pairs that could not be rebuilt or installed (kept, not installed).
     pub failed: usize,
-    /// Outbound sequence numbers skipped beyond the last synced value, per SA.
+    /// Failover, or a graceful handover (verified or not).
+    pub kind: TakeoverKind,
+    /// Pairs installed with their exact final counters (only with [`TakeoverKind::Exact`]).
+    pub exact: usize,
+    /// Outbound sequence numbers skipped beyond the last synced value, per SA taken over
+    /// with margins (0 if every pair was exact).
     pub seq_advance: u64,
-    /// Inbound window advance beyond the last synced top, per SA.
+    /// Inbound window advance beyond the last synced top, per SA taken over with margins
+    /// (0 if every pair was exact).
     pub window_advance: u64,
 }
 
@@ -196,6 +256,16 @@ pub struct SyncCounters {
     pub records_ignored: u64,
     /// Snapshots completed (Standby).
     pub snapshots_received: u64,
+    /// Handover markers sent (resigning Active).
+    pub handovers_sent: u64,
+    /// Handover markers received (Standby).
+    pub handovers_received: u64,
+    /// Handover markers dropped because another record followed them.
+    pub handovers_superseded: u64,
+    /// Takeovers after a handover marker that did not match the state held (margins).
+    pub handovers_unverified: u64,
+    /// Takeovers with the exact counters of a handover.
+    pub exact_takeovers: u64,
 }
 
 const FULL: u8 = 0x80;
@@ -286,6 +356,11 @@ pub struct HaSync<const SAS: usize, const IKE: usize = 0, const W: usize = 2> {
     request_snapshot: bool,
     in_sync: bool,
     last_sync: Option<Instant>,
+    /// Resigning: the marker still to be sent after everything else.
+    resigning: Option<HandoverMarker>,
+    /// Standby: the marker of a resigning Active, until another record arrives, and
+    /// whether a complete snapshot was held when it arrived.
+    handover: Option<(HandoverMarker, bool)>,
     counters: SyncCounters,
 }
 
@@ -333,6 +408,8 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
             request_snapshot: false,
             in_sync: false,
             last_sync: None,
+            resigning: None,
+            handover: None,
             counters: SyncCounters {
                 messages_sent: 0,
                 payload_bytes_sent: 0,
@@ -343,6 +420,11 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
                 records_applied: 0,
                 records_ignored: 0,
                 snapshots_received: 0,
+                handovers_sent: 0,
+                handovers_received: 0,
+                handovers_superseded: 0,
+                handovers_unverified: 0,
+                exact_takeovers: 0,
             },
         }
     }
@@ -400,6 +482,19 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
     #[must_use]
     pub const fn last_sync(&self) -> Option<Instant> {
         self.last_sync
+    }
+
+    /// A resigning node still has its handover marker to send (see [`HaSync::hand_over`]).
+    #[must_use]
+    pub const fn handover_pending(&self) -> bool {
+        self.resigning.is_some()
+    }
+
+    /// Standby: the handover marker received from a resigning Active, if no record
+    /// followed it.
+    #[must_use]
+    pub fn handover_marker(&self) -> Option<HandoverMarker> {
+        self.handover.map(|(m, _)| m)
     }
 
     /// The pairs held, with their last known progress.
@@ -466,12 +561,18 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         self.connected = false;
         self.snapshot = Snapshot::Idle;
         self.deletes.clear();
+        // Whatever was not handed to the channel is lost with the session, so the marker
+        // could no longer vouch for it: the standby takes over with margins.
+        self.resigning = None;
         for e in &mut self.entries {
             e.flags = 0;
         }
         if self.role == HaRole::Standby {
             self.in_sync = false;
         }
+        // A received handover marker stays: a resigned Active goes quiet, so its channel
+        // may well be declared dead before the redundancy protocol hands over, and the
+        // marker only vouches for state already applied.
     }
 
     /// Active: an SA pair was installed. `record` carries the configurations and the
@@ -694,7 +795,7 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
     /// own transport may too.
     pub fn fill(&mut self, buf: &mut [u8]) -> usize {
         let mut w = Writer::new(buf);
-        if self.role == HaRole::Standby {
+        if self.role == HaRole::Standby && self.resigning.is_none() {
             if self.request_snapshot && w.record::<W>(&Record::SnapshotRequest).is_ok() {
                 self.request_snapshot = false;
             }
@@ -773,6 +874,14 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
                 self.in_sync = true;
             }
         }
+        // The marker goes last, once everything it vouches for is in the channel before it.
+        if let Some(m) = self.resigning {
+            if self.snapshot == Snapshot::Idle && w.record::<W>(&Record::Handover(m)).is_ok() {
+                self.resigning = None;
+                self.in_sync = false;
+                self.counters.handovers_sent = self.counters.handovers_sent.saturating_add(1);
+            }
+        }
         w.len()
     }
 
@@ -809,7 +918,25 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
             return false;
         }
         match rec {
-            Record::SnapshotRequest => false,
+            Record::SnapshotRequest => return false,
+            Record::Handover(m) => {
+                // The channel delivers in order: a snapshot completed before the marker
+                // in this session means every record the marker vouches for was applied.
+                self.handover = Some((m, self.in_sync && self.receiving.is_none()));
+                self.counters.handovers_received =
+                    self.counters.handovers_received.saturating_add(1);
+                return true;
+            }
+            _ => {
+                // The marker was meant to be the last word of a resigning Active.
+                if self.handover.take().is_some() {
+                    self.counters.handovers_superseded =
+                        self.counters.handovers_superseded.saturating_add(1);
+                }
+            }
+        }
+        match rec {
+            Record::SnapshotRequest | Record::Handover(_) => false,
             Record::SnapshotBegin { generation } => {
                 self.receiving = Some(generation);
                 self.in_sync = false;
@@ -931,17 +1058,28 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
     ) -> TakeoverReport {
         let seq_advance = self.cfg.seq_advance();
         let window_advance = self.cfg.window_advance();
+        let kind = match self.handover.take() {
+            None => TakeoverKind::Failover,
+            Some((m, complete)) if complete && self.verifies(m) => TakeoverKind::Exact,
+            Some(_) => {
+                self.counters.handovers_unverified =
+                    self.counters.handovers_unverified.saturating_add(1);
+                TakeoverKind::Unverified
+            }
+        };
         let mut report = TakeoverReport {
+            kind,
             seq_advance,
             window_advance,
             ..TakeoverReport::default()
         };
+        let exact = kind == TakeoverKind::Exact;
         for e in &mut self.entries {
             if e.handles.is_some() {
                 continue;
             }
-            match rebuild::<P, W>(now, e, seq_advance, window_advance) {
-                Ok((isa, osa)) => match dp.install_pair(e.rec.sa_group, isa, osa) {
+            match rebuild::<P, W>(now, e, seq_advance, window_advance, exact) {
+                Ok((isa, osa, was_exact)) => match dp.install_pair(e.rec.sa_group, isa, osa) {
                     Ok(h) => {
                         e.handles = Some(h);
                         if let (Some(i), Some(o)) = (dp.inbound_sa(h.0), dp.outbound_sa(h.1)) {
@@ -950,12 +1088,23 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
                             e.age_at = now;
                         }
                         report.pairs += 1;
+                        if was_exact {
+                            report.exact += 1;
+                        }
                     }
                     Err(_) => report.failed += 1,
                 },
                 Err(_) => report.failed += 1,
             }
         }
+        if exact && report.exact == report.pairs {
+            report.seq_advance = 0;
+            report.window_advance = 0;
+        }
+        if exact {
+            self.counters.exact_takeovers = self.counters.exact_takeovers.saturating_add(1);
+        }
+        self.resigning = None;
         self.role = HaRole::Active;
         self.since = now;
         self.receiving = None;
@@ -999,7 +1148,76 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         self.deletes.clear();
         self.in_sync = false;
         self.request_snapshot = true;
+        self.resigning = None;
+        self.handover = None;
         n
+    }
+
+    /// Whether the pairs held are exactly what a resigning Active vouched for: none in
+    /// the data plane yet, and the same digest over the same number of pairs.
+    fn verifies(&self, m: HandoverMarker) -> bool {
+        self.role == HaRole::Standby
+            && self.entries.iter().all(|e| e.handles.is_none())
+            && state_digest(self.entries.iter().map(|e| &e.rec)) == (m.pairs, m.digest)
+    }
+
+    /// Active -> Standby on purpose (a graceful shutdown with a connected peer): reads
+    /// the final counters of every installed pair from `dp` and removes the pairs from
+    /// it, so that from here on this node neither seals nor opens a packet with them;
+    /// then queues those counters and, last, the [`Record::Handover`] marker that lets
+    /// the peer take over without margins (see the [module docs](self)). The node is
+    /// Standby on return; keep calling [`HaSync::poll_send`] (and draining the channel)
+    /// until [`HaSync::handover_pending`] is false and the channel has nothing
+    /// unacknowledged, then resign in the redundancy protocol. Returns the marker and the
+    /// number of pairs taken out of `dp`.
+    ///
+    /// The host must not install new pairs or seal with other copies of these SAs after
+    /// the call: the marker vouches that the counters it carries are final.
+    ///
+    /// # Errors
+    /// [`SyncError::NotActive`], or [`SyncError::NotConnected`] (nobody to vouch to: use
+    /// [`HaSync::deactivate`] or just stop). Nothing is changed then.
+    pub fn hand_over<
+        P: CryptoProvider,
+        const DSAS: usize,
+        const POL: usize,
+        const F: usize,
+        const FS: usize,
+        const FL: usize,
+    >(
+        &mut self,
+        now: Instant,
+        dp: &mut Dataplane<P, DSAS, POL, W, F, FS, FL>,
+    ) -> Result<(HandoverMarker, usize), SyncError> {
+        if self.role != HaRole::Active {
+            return Err(SyncError::NotActive);
+        }
+        if !self.connected {
+            return Err(SyncError::NotConnected);
+        }
+        let mut n = 0;
+        for e in &mut self.entries {
+            if let Some((hi, ho)) = e.handles.take() {
+                if let (Some(i), Some(o)) = (dp.inbound_sa(hi), dp.outbound_sa(ho)) {
+                    e.rec.progress = progress_of(now, i, o);
+                    e.age_at = now;
+                }
+                dp.remove_inbound(hi);
+                dp.remove_outbound(ho);
+                n += 1;
+            }
+            // Everything, whatever the replay interval says: the marker vouches for it.
+            if e.flags & FULL == 0 {
+                e.flags = update_flags::OUT_SEQ | update_flags::IN_WINDOW | update_flags::LIFETIME;
+            }
+        }
+        let marker = HandoverMarker::of(self.entries.iter().map(|e| &e.rec));
+        self.resigning = Some(marker);
+        self.handover = None;
+        self.request_snapshot = false;
+        self.role = HaRole::Standby;
+        self.since = now;
+        Ok((marker, n))
     }
 
     /// Per-pair HA status (`show crypto ipsec sa` HA lines).
@@ -1039,12 +1257,16 @@ fn progress_of<P: CryptoProvider, const W: usize>(
 }
 
 /// Builds the two SAs of a pair for a takeover.
+///
+/// With `exact` (a verified handover) the counters are taken as they are, if the synced
+/// window has the rebuilt SA's shape; the third value says whether they were.
 fn rebuild<P: CryptoProvider, const W: usize>(
     now: Instant,
     e: &Entry<W>,
     seq_advance: u64,
     window_advance: u64,
-) -> Result<(EspSa<P, W>, EspSa<P, W>), SyncError> {
+    exact: bool,
+) -> Result<(EspSa<P, W>, EspSa<P, W>, bool), SyncError> {
     let p = &e.rec.progress;
     let age = p.age + (now - e.age_at);
     let mut icfg = e.rec.inbound.clone();
@@ -1066,6 +1288,15 @@ fn rebuild<P: CryptoProvider, const W: usize>(
     )
     .map_err(SyncError::Esp)?;
     let w = isa.replay_window();
+    // Only a window of the same size and numbering means the same thing bit for bit
+    // (a larger size would consult bits the old window never kept up to date).
+    if exact && p.in_window.size == w.size() && p.in_window.esn == w.is_esn() {
+        if w.is_enabled() {
+            isa.restore_replay(&p.in_window).map_err(SyncError::Esp)?;
+        }
+        osa.advance_seq_to(p.out_next_seq);
+        return Ok((isa, osa, true));
+    }
     if w.is_enabled() {
         let limit = if w.is_esn() {
             u64::MAX
@@ -1084,7 +1315,7 @@ fn rebuild<P: CryptoProvider, const W: usize>(
         isa.restore_replay(&snap).map_err(SyncError::Esp)?;
     }
     osa.advance_seq_to(p.out_next_seq.saturating_add(seq_advance));
-    Ok((isa, osa))
+    Ok((isa, osa, false))
 }
 
 #[cfg(test)]
@@ -1098,6 +1329,8 @@ mod tests {
     use crate::esp::{Direction, Encryption, EspConfig, Transform};
     use crate::ha::record::SaKeys;
     use crate::spd::PolicyAction;
+
+    extern crate std;
 
     type Dp = Dataplane<SoftCrypto, 4, 2>;
 
@@ -1189,6 +1422,215 @@ mod tests {
         assert!(b.ike_removed([9; 16]));
         flush(t1, &mut b, &mut a);
         assert_eq!((a.pair_count(), a.ike_count()), (0, 0));
+    }
+
+    /// A pair that has carried traffic: outbound next 43, inbound top 40 with holes.
+    fn moved_pair(
+        now: Instant,
+        dp: &mut Dp,
+    ) -> (SaPairRecord<2>, (SaHandle, SaHandle), ReplaySnapshot<2>) {
+        let (rec, h) = pair(now, dp);
+        let mut si = dp.remove_inbound(h.0).unwrap();
+        let mut so = dp.remove_outbound(h.1).unwrap();
+        let win = ReplaySnapshot {
+            bitmap: [(1 << 40) | (1 << 39) | (1 << 37) | (1 << 30), 0],
+            top: 40,
+            size: 64,
+            esn: false,
+        };
+        si.restore_replay(&win).unwrap();
+        so.advance_seq_to(43);
+        let h = dp.install_pair(5, si, so).unwrap();
+        (rec, h, win)
+    }
+
+    /// Active `a` with one moved pair in `dpa`, Standby `b` holding a snapshot that
+    /// predates the traffic (as if the replay interval had not been reached since).
+    fn handover_pair() -> (Dp, HaSync<4, 1>, HaSync<4, 1>, ReplaySnapshot<2>) {
+        let t0 = Instant::ZERO;
+        let mut dpa = Dp::new(PolicyAction::Discard);
+        let mut a: HaSync<4, 1> = HaSync::new(SyncConfig::default(), HaRole::Active, t0);
+        let mut b: HaSync<4, 1> = HaSync::new(SyncConfig::default(), HaRole::Standby, t0);
+        let (rec, h, win) = moved_pair(t0, &mut dpa);
+        a.sa_installed(t0, rec, Some(h)).unwrap();
+        a.peer_up();
+        b.peer_up();
+        flush(t0, &mut a, &mut b);
+        assert!(b.in_sync());
+        assert_eq!(b.pair(0x1001).unwrap().progress.out_next_seq, 1);
+        (dpa, a, b, win)
+    }
+
+    /// The records of one message, re-encoded without the ones `keep` refuses.
+    fn filtered(payload: &[u8], keep: impl Fn(&Record<'_, 2>) -> bool) -> std::vec::Vec<u8> {
+        let mut out = [0u8; 1300];
+        let mut w = Writer::new(&mut out);
+        let mut r = Reader::new(payload);
+        while let Some(rec) = r.next_record::<2>().unwrap() {
+            if keep(&rec) {
+                w.record(&rec).unwrap();
+            }
+        }
+        let n = w.len();
+        out[..n].to_vec()
+    }
+
+    fn installed(b: &HaSync<4, 1>, dp: &Dp) -> (u64, ReplaySnapshot<2>) {
+        let (hi, ho) = b.handles(0x1001).unwrap();
+        (
+            dp.outbound_sa(ho).unwrap().next_seq(),
+            dp.inbound_sa(hi).unwrap().replay_window().snapshot(),
+        )
+    }
+
+    #[test]
+    fn exact_handover_installs_the_final_counters() {
+        let (mut dpa, mut a, mut b, win) = handover_pair();
+        let t1 = Instant::from_secs(1);
+        let (m, n) = a.hand_over(t1, &mut dpa).unwrap();
+        assert_eq!((m.pairs, n), (1, 1));
+        // The resigning node can no longer seal or open with the pair, and is Standby.
+        assert_eq!(dpa.inbound_sas().count() + dpa.outbound_sas().count(), 0);
+        assert_eq!(a.role(), HaRole::Standby);
+        assert!(a.handover_pending());
+        assert_eq!(a.hand_over(t1, &mut dpa), Err(SyncError::NotActive));
+        assert_eq!(
+            flush(t1, &mut a, &mut b),
+            1,
+            "final counters and marker together"
+        );
+        assert!(!a.handover_pending());
+        assert_eq!(a.counters().handovers_sent, 1);
+        assert_eq!(b.handover_marker(), Some(m));
+        assert_eq!(b.counters().handovers_received, 1);
+
+        let mut dpb = Dp::new(PolicyAction::Discard);
+        let r = b.activate(Instant::from_secs(2), &mut dpb);
+        assert_eq!(r.kind, TakeoverKind::Exact);
+        assert_eq!((r.pairs, r.exact, r.failed), (1, 1, 0));
+        assert_eq!((r.seq_advance, r.window_advance), (0, 0));
+        // The next outbound number is the one after the last the old Active used; the
+        // window is the old Active's, holes included.
+        let (next, w) = installed(&b, &dpb);
+        assert_eq!(next, 43);
+        assert_eq!(w, win);
+        assert_eq!(b.counters().exact_takeovers, 1);
+        assert_eq!(b.handover_marker(), None, "used once");
+    }
+
+    #[test]
+    fn handover_marker_missing_means_margins() {
+        let (mut dpa, mut a, mut b, win) = handover_pair();
+        let t1 = Instant::from_secs(1);
+        a.hand_over(t1, &mut dpa).unwrap();
+        let mut buf = [0u8; 1300];
+        let n = a.fill(&mut buf);
+        // The final counters arrive, the marker does not (an older active, or lost).
+        let p = filtered(&buf[..n], |r| !matches!(r, Record::Handover(_)));
+        assert!(p.len() < n);
+        b.handle_payload(t1, &p).unwrap();
+        assert_eq!(b.pair(0x1001).unwrap().progress.out_next_seq, 43);
+        let mut dpb = Dp::new(PolicyAction::Discard);
+        let r = b.activate(Instant::from_secs(2), &mut dpb);
+        let cfg = SyncConfig::default();
+        assert_eq!(r.kind, TakeoverKind::Failover);
+        assert_eq!(r.exact, 0);
+        assert_eq!(
+            (r.seq_advance, r.window_advance),
+            (cfg.seq_advance(), cfg.window_advance())
+        );
+        let (next, w) = installed(&b, &dpb);
+        assert_eq!(next, 43 + cfg.seq_advance());
+        assert_eq!(w.top, win.top + cfg.window_advance());
+        for n in w.top - 63..=w.top {
+            let block = w.bitmap[usize::try_from((n / 64) % 2).unwrap()];
+            assert_eq!(
+                (block >> (n % 64)) & 1,
+                1,
+                "{n} below the top counts as seen"
+            );
+        }
+    }
+
+    #[test]
+    fn handover_marker_before_the_final_counters_means_margins() {
+        let (mut dpa, mut a, mut b, _) = handover_pair();
+        let t1 = Instant::from_secs(1);
+        a.hand_over(t1, &mut dpa).unwrap();
+        let mut buf = [0u8; 1300];
+        let n = a.fill(&mut buf);
+        let marker = filtered(&buf[..n], |r| matches!(r, Record::Handover(_)));
+        let rest = filtered(&buf[..n], |r| !matches!(r, Record::Handover(_)));
+
+        // Reordered (a host with its own transport): the marker, then the counters. A
+        // record after the marker means the sender did not stop: it no longer counts.
+        let (mut dpa2, mut a2, mut b2, _) = handover_pair();
+        a2.hand_over(t1, &mut dpa2).unwrap();
+        assert_eq!(a2.fill(&mut buf), n);
+        b2.handle_payload(t1, &marker).unwrap();
+        b2.handle_payload(t1, &rest).unwrap();
+        assert_eq!(b2.handover_marker(), None);
+        assert_eq!(b2.counters().handovers_superseded, 1);
+        let mut dpb = Dp::new(PolicyAction::Discard);
+        let r = b2.activate(Instant::from_secs(2), &mut dpb);
+        assert_eq!(r.kind, TakeoverKind::Failover);
+        assert_eq!(
+            installed(&b2, &dpb).0,
+            43 + SyncConfig::default().seq_advance()
+        );
+
+        // The counters never arrive: the marker does not match what is held.
+        b.handle_payload(t1, &marker).unwrap();
+        assert!(b.handover_marker().is_some());
+        let mut dpb = Dp::new(PolicyAction::Discard);
+        let r = b.activate(Instant::from_secs(2), &mut dpb);
+        assert_eq!(r.kind, TakeoverKind::Unverified);
+        assert_eq!(b.counters().handovers_unverified, 1);
+        assert_eq!(r.seq_advance, SyncConfig::default().seq_advance());
+        // From the stale copy (1), with the full margin.
+        assert_eq!(
+            installed(&b, &dpb).0,
+            1 + SyncConfig::default().seq_advance()
+        );
+    }
+
+    #[test]
+    fn handover_marker_without_a_complete_snapshot_means_margins() {
+        let (mut dpa, mut a, _, _) = handover_pair();
+        let t1 = Instant::from_secs(1);
+        a.hand_over(t1, &mut dpa).unwrap();
+        let mut buf = [0u8; 1300];
+        let n = a.fill(&mut buf);
+        // A standby that joined late: the same records, but it never saw a snapshot.
+        let mut c: HaSync<4, 1> = HaSync::new(SyncConfig::default(), HaRole::Standby, t1);
+        c.peer_up();
+        let pair = filtered(&buf[..n], |_| true);
+        c.handle_payload(t1, &pair).unwrap();
+        assert!(!c.in_sync());
+        let mut dpc = Dp::new(PolicyAction::Discard);
+        assert_eq!(c.activate(t1, &mut dpc).kind, TakeoverKind::Unverified);
+    }
+
+    #[test]
+    fn hand_over_needs_an_active_node_and_a_peer() {
+        let t0 = Instant::ZERO;
+        let mut dp = Dp::new(PolicyAction::Discard);
+        let mut a: HaSync<4, 1> = HaSync::new(SyncConfig::default(), HaRole::Active, t0);
+        let (rec, h) = pair(t0, &mut dp);
+        a.sa_installed(t0, rec, Some(h)).unwrap();
+        assert_eq!(a.hand_over(t0, &mut dp), Err(SyncError::NotConnected));
+        assert_eq!(a.role(), HaRole::Active);
+        assert_eq!(dp.inbound_sas().count(), 1, "nothing changed");
+        let mut s: HaSync<4, 1> = HaSync::new(SyncConfig::default(), HaRole::Standby, t0);
+        s.peer_up();
+        assert_eq!(s.hand_over(t0, &mut dp), Err(SyncError::NotActive));
+        // Losing the peer before the marker left: nothing is vouched for.
+        a.peer_up();
+        a.hand_over(t0, &mut dp).unwrap();
+        assert!(a.handover_pending());
+        a.peer_lost();
+        assert!(!a.handover_pending());
+        assert_eq!(a.fill(&mut [0u8; 1300]), 0);
     }
 
     #[test]

@@ -27,10 +27,11 @@
 //!   bodies); packets from the TUN are dropped, nothing is negotiated.
 //! * **Takeover** (master down, or the active resigned): the VIP is added and announced,
 //!   `HaSync::activate` installs every synced pair with the outbound counters moved
-//!   `seq_advance` ahead and the inbound windows closed `window_advance` ahead, the IKE
-//!   SAs are imported (QM_IDLE, nothing sent) and the children re-attached, SPD policies
-//!   of dynamic entries and reverse routes are added. The peer sees the same SPIs and
-//!   IKE SA: no renegotiation.
+//!   `seq_advance` ahead and the inbound windows closed `window_advance` ahead (after a
+//!   crash), or with the exact counters the resigning active vouched for (after a
+//!   graceful handover, below), the IKE SAs are imported (QM_IDLE, nothing sent) and the
+//!   children re-attached, SPD policies of dynamic entries and reverse routes are added.
+//!   The peer sees the same SPIs and IKE SA: no renegotiation.
 //! * **Active**: every `TICK` the data plane's counters and the IKE SAs' exports are
 //!   handed to `HaSync`, which decides from the replay interval what to send.
 //! * **Demotion** (a better master appeared: preemption or a healed split brain):
@@ -42,12 +43,17 @@
 //! IOS keeps the SAs of a stateful crypto map when the active reloads: the standby
 //! carries them, nothing is deleted (a DELETE would tear down the SAs the standby is
 //! about to use, since they share SPIs and IKE cookies). We do the same: on SIGTERM with
-//! a connected sync peer, the active pushes a last update, waits (at most
-//! `HANDOVER_WAIT`) for the channel to be acknowledged, sends a VRRP priority-0 advert
-//! (RFC 5798 §6.4.3: the backup takes over after Skew_Time, not the master-down
-//! interval), removes the VIP and its routes and exits without a DELETE. With no
-//! connected peer there is nobody to hand over to and the ordinary shutdown (DELETE to
-//! every peer) follows.
+//! a connected sync peer the event loop stops (no TUN packet is sealed, no ESP opened
+//! after that), the IKE SAs are exported a last time, `HaSync::hand_over` reads the
+//! final counters, takes the pairs out of the data plane and queues them with a handover
+//! marker; the active waits (at most `HANDOVER_WAIT`) for the channel to be
+//! acknowledged, sends a VRRP priority-0 advert (RFC 5798 §6.4.3: the backup takes over
+//! after Skew_Time, not the master-down interval), removes the VIP and its routes and
+//! exits without a DELETE. The standby that applied the marker takes over with the exact
+//! counters: no sequence number skipped, no genuine packet refused as a replay; only the
+//! packets that reach neither member while the VIP moves are lost. With no connected
+//! peer there is nobody to hand over to and the ordinary shutdown (DELETE to every peer)
+//! follows.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
@@ -457,11 +463,13 @@ impl Ha {
         if let Some(k) = &self.last_takeover {
             let _ = writeln!(
                 t,
-                "Last takeover {}.{:03} s ago: {} SA pair(s) installed ({} failed), {} IKE SA(s) imported, outbound +{}, inbound window +{}",
+                "Last takeover {}.{:03} s ago ({}): {} SA pair(s) installed ({} failed, {} exact), {} IKE SA(s) imported, outbound +{}, inbound window +{}",
                 ms(k.at) / 1000,
                 ms(k.at) % 1000,
+                k.report.kind,
                 k.report.pairs,
                 k.report.failed,
+                k.report.exact,
                 k.ike_sas,
                 k.report.seq_advance,
                 k.report.window_advance
@@ -496,12 +504,17 @@ impl Ha {
             "sync": {"snapshots_sent": sc.snapshots_sent, "snapshots_received": sc.snapshots_received,
                 "pairs_sent": sc.pairs_sent, "updates_sent": sc.updates_sent,
                 "deletes_sent": sc.deletes_sent, "records_applied": sc.records_applied,
-                "records_ignored": sc.records_ignored, "bad_payloads": self.stats.sync_bad_payload},
+                "records_ignored": sc.records_ignored, "bad_payloads": self.stats.sync_bad_payload,
+                "handovers_sent": sc.handovers_sent, "handovers_received": sc.handovers_received,
+                "handovers_superseded": sc.handovers_superseded,
+                "handovers_unverified": sc.handovers_unverified,
+                "exact_takeovers": sc.exact_takeovers},
             "replay_interval": {"inbound": c.replay_interval.0, "outbound": c.replay_interval.1},
             "seq_advance": self.sync.config().seq_advance(),
             "window_advance": self.sync.config().window_advance(),
             "last_takeover": self.last_takeover.map(|k| json!({
-                "ms_ago": ms(k.at), "pairs": k.report.pairs, "failed": k.report.failed,
+                "ms_ago": ms(k.at), "kind": k.report.kind.to_string(), "exact": k.report.exact,
+                "pairs": k.report.pairs, "failed": k.report.failed,
                 "ike_sas": k.ike_sas, "seq_advance": k.report.seq_advance,
                 "window_advance": k.report.window_advance})),
             "standby_drops": self.stats.standby_drops, "garp": self.stats.garp,
@@ -896,8 +909,8 @@ impl Daemon {
                 report,
                 ike_sas,
             });
-            info!(target: "ha", "%HA-5-TAKEOVER: {} SA pair(s) installed from the synchronised SADB ({} failed), {ike_sas} IKE SA(s) imported; outbound sequence numbers +{}, inbound windows +{}",
-                report.pairs, report.failed, report.seq_advance, report.window_advance);
+            info!(target: "ha", "%HA-5-TAKEOVER: {} SA pair(s) installed from the synchronised SADB ({} failed), {ike_sas} IKE SA(s) imported; {}: {} pair(s) exact, outbound sequence numbers +{}, inbound windows +{}",
+                report.pairs, report.failed, report.kind, report.exact, report.seq_advance, report.window_advance);
         }
         for m in imps {
             let Some(selector) = m.import.inbound.selector else {
@@ -992,15 +1005,28 @@ impl Daemon {
         };
         let handover = ha.sync.role() == HaRole::Active && ha.chan.is_connected();
         if handover {
+            // The event loop has stopped: nothing was sealed or opened since, and
+            // `hand_over` takes the pairs out of the data plane with their final counters,
+            // so the marker after them vouches for the last numbers used and accepted.
             let now = self.now();
-            if let Some(ha) = self.ha.as_deref_mut() {
-                ha.sync.tick(now, &*self.dp);
-            }
             self.ha_export_ike(now);
+            if let Some(ha) = self.ha.as_deref_mut() {
+                match ha.sync.hand_over(now, &mut self.dp) {
+                    Ok((m, n)) => {
+                        info!(target: "ha", "HA: handing over: {n} SA pair(s) out of the data plane, final counters and handover marker ({} pair(s), digest {:#018x}) to the standby", m.pairs, m.digest);
+                    }
+                    Err(e) => {
+                        warn!(target: "ha", "HA: no handover marker ({e}): the standby takes over with margins");
+                    }
+                }
+            }
             self.ha_pump(now);
             let deadline = std::time::Instant::now() + HANDOVER_WAIT;
             while std::time::Instant::now() < deadline
-                && self.ha.as_deref().is_some_and(|h| h.chan.unacked() > 0)
+                && self
+                    .ha
+                    .as_deref()
+                    .is_some_and(|h| h.chan.unacked() > 0 || h.sync.handover_pending())
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 self.ha_read_sync();
@@ -1012,7 +1038,7 @@ impl Daemon {
         let Some(ha) = self.ha.as_deref_mut() else {
             return false;
         };
-        let unacked = ha.chan.unacked();
+        let unacked = ha.chan.unacked() + usize::from(ha.sync.handover_pending());
         ha.vrrp.shutdown(now);
         ha.send_adverts(now);
         ha.remove_vip();
