@@ -331,9 +331,11 @@ say "handover: longest gap ${gap2} s, ${lost2} of 60 lost"
 grep "TAKEOVER" "$STATE/hub-a.log" | tail -1 | sed 's/^.*%HA/    %HA/'
 grep "TAKEOVER" "$STATE/hub-a.log" | tail -1 | grep -q "exact handover: 1 pair(s) exact, outbound sequence numbers +0, inbound windows +0" ||
 	fail "hub-a did not take over with the exact counters"
-# A graceful handover is exact: the only losses are echo requests that reach neither hub
-# while the VIP moves (~Skew_Time + the gratuitous ARP at 10 pings/s).
-awk -v l="$lost2" 'BEGIN{exit !(l <= 1)}' || fail "too many lost in the handover: $lost2"
+# A graceful handover is exact (checked above, and no replay failures below): the only
+# losses are echo requests that reach neither hub while the VIP moves (~70 ms: the
+# acknowledgement, Skew_Time, the gratuitous ARP), 1 at 10 pings/s here; 2 allowed for a
+# loaded CI machine.
+awk -v l="$lost2" 'BEGIN{exit !(l <= 2)}' || fail "too many lost in the handover: $lost2"
 grep -q "received DELETE" "$STATE/right/charon.log" && fail "strongSwan got a DELETE on the handover"
 s3=$(sas)
 [[ "$(field uniqueid "$s3") $(field spi-in "$s3") $(field spi-out "$s3")" == "$ike1 $spi_in1 $spi_out1" ]] ||
