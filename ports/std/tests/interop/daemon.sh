@@ -610,7 +610,8 @@ gre_transport() {
 # arrives from a new port, and our daemon follows the peer (PeerMoved) without a new
 # Quick Mode. Shows: a ping before, our ESP to the old port going nowhere right after the
 # flush, the PeerMoved line, `ipsec show` with the new port, a ping after with the same
-# SPIs on both sides, and tshark's view of our ESP leaving for the old, then the new port.
+# SPIs on both sides, tshark's view of our ESP leaving for the old, then the new port;
+# last, a Quick Mode strongSwan starts on the moved IKE SA gives a pair at the new port.
 # MAP=dynamic: our side answers with a dynamic crypto map entry (and a wildcard key)
 # instead of a static entry whose peer is the NAT's public address.
 write_rebind_cfg() {
@@ -754,6 +755,21 @@ rebind() {
 	# Once we sent to the new port, nothing more goes to the old one.
 	awk -v p1="203.0.113.1:$p1" -v p2="203.0.113.1:$p2" '$5 == p2 && !s { s = $1 } $5 == p1 && s { bad = 1 } END { exit bad }' <<<"$d" ||
 		{ echo "   ESP to the old port after the move"; echo "$d"; return 1; }
+	# A new Quick Mode on the moved IKE SA (strongSwan rekeys): the new pair is at the new
+	# port from the start.
+	"$SS" swanctl left --rekey --child net >/dev/null 2>&1 || { echo "   swanctl --rekey failed"; return 1; }
+	for i in $(seq 1 50); do
+		[[ $(show ipsec-sa --json | grep -Ec '"installed": *true') -ge 2 ]] && break
+		sleep 0.1
+	done
+	out=$(ping_right 3)
+	t=$(show ipsec-sa --json | python3 -c '
+import json, sys
+for sa in json.load(sys.stdin)["sas"]:
+    print("in %s out %s port %s" % (sa["inbound_spi"], sa["outbound_spi"], (sa["udp_encap"] or {}).get("remote_port")))')
+	echo "   after strongSwan's rekey: $(grep 'packets transmitted' <<<"$out"); pairs: $(tr '\n' ';' <<<"$t")"
+	expect "$out" " 3 received" || return 1
+	[[ $(grep -c " port $p2\$" <<<"$t") == 2 ]] || { echo "   expected two pairs at port $p2"; return 1; }
 	stop_ours || return 1
 }
 
