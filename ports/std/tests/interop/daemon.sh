@@ -678,7 +678,7 @@ rebind() {
 	command -v tshark >/dev/null || { echo "   tshark missing: apt-get install -y -qq --no-install-recommends tshark"; return 1; }
 	command -v conntrack >/dev/null || { echo "   conntrack missing: apt-get install -y -qq --no-install-recommends conntrack"; return 1; }
 	local N="${NS_PREFIX}nat" out t t0 i p1 p2 before after lbefore lafter d qm pcap="$STATE/rebind.pcap"
-	NAT=1 NAT_PORTS=remap RIGHT=none DPD_DELAY=5s "$SS" up >/dev/null 2>&1 || return 1
+	NAT=1 NAT_PORTS=remap RIGHT=none DPD_DELAY=7s "$SS" up >/dev/null 2>&1 || return 1
 	write_rebind_cfg
 	start_ours "$R" || return 1
 	"$SS" initiate >"$STATE/initiate.out" 2>&1 || { tail -5 "$STATE/initiate.out"; return 1; }
@@ -713,7 +713,8 @@ rebind() {
 	out=$(ping_right 1 1)
 	echo "   right after the change: $(grep 'packets transmitted' <<<"$out")"
 	expect "$out" " 0 received" || return 1
-	# strongSwan's DPD (5 s after it last heard from us) comes through a new mapping.
+	# strongSwan's DPD (7 s after it last heard from us, so well after the ping above)
+	# comes through a new mapping.
 	for i in $(seq 1 150); do
 		grep -q "peer's NAT mapping changed" "$LOG" && break
 		sleep 0.1
@@ -773,7 +774,7 @@ for sa in json.load(sys.stdin)["sas"]:
 	stop_ours || return 1
 }
 
-ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp gre gre_transport"
+ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp gre gre_transport rebind"
 T0=$(now)
 for s in ${@:-$ALL}; do
 	echo "== $s"
