@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Interop suite for the daemon (`ipsec up`, issue 8) against strongSwan 5.9.8
 # (kernel-libipsec) in network namespaces. Our daemon runs in the left namespace with a
-# config written here; strongSwan responds (or initiates) in the right one.
+# config written here; strongSwan responds (or initiates) in the right one (`rebind`
+# swaps them: strongSwan initiates from behind the NAT, our daemon responds in right).
 #
 #   sudo ports/std/tests/interop/daemon.sh [SCENARIO...]     (default: all)
+#   sudo MAP=dynamic ports/std/tests/interop/daemon.sh rebind  (dynamic crypto map entry)
 #
-# Needs root, strongSwan (strongswan-netns.sh install), tshark for `nat`, python3 for
-# `tcp`. Every wait is bounded; on failure it prints our daemon's log and charon's log;
+# Needs root, strongSwan (strongswan-netns.sh install), tshark for `nat` and `rebind`,
+# conntrack for `rebind`, python3 for `tcp`. Every wait is bounded; on failure it prints our daemon's log and charon's log;
 # the topology is torn down on exit. Scenarios (issue 8, section 4):
 #   init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs   (a, b)
 #   nat (d)  idle (e)  tcp (f)  sigterm (g)  raw_esp (our daemon on both sides)
 #   gre (a GRE tunnel with tunnel protection and keepalives; peer endpoint gre-echo.py tun)
 #   gre_transport (the same in transport mode, our daemon on both sides).
+#   rebind (strongSwan behind the NAT gets a new NAT mapping: our responder follows it
+#   on its next DPD R-U-THERE, PeerMoved, same SPIs, ESP to the new port).
 #   DPD (c) belongs to the DPD work (issue 5).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +38,7 @@ SCENARIO_T0=0
 
 cleanup() {
 	stop_gre_peer >/dev/null 2>&1
+	stop_capture >/dev/null 2>&1
 	stop_ours >/dev/null 2>&1
 	"$SS" down >/dev/null 2>&1 || true
 }
@@ -103,10 +108,11 @@ $pfs
 EOF
 }
 
-# start_ours: runs the daemon (bounded to 120 s) and waits for its control socket.
+# start_ours [NS]: runs the daemon (bounded to 120 s) in NS (default: left) and waits
+# for its control socket.
 start_ours() {
 	rm -f "$CTL"
-	timeout 120 ip netns exec "$L" "$IPSEC" up --config "$CFG" --debug isakmp,ipsec >"$LOG" 2>&1 &
+	timeout 120 ip netns exec "${1:-$L}" "$IPSEC" up --config "$CFG" --debug isakmp,ipsec >"$LOG" 2>&1 &
 	OURS_PID=$!
 	local i
 	for i in $(seq 1 50); do
@@ -597,7 +603,178 @@ gre_transport() {
 	no_leftovers
 }
 
-ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp gre gre_transport"
+# rebind: strongSwan initiates from behind the NAT (NAT_PORTS=remap) to our daemon, the
+# responder in the right namespace (RIGHT=none). The NAT then forgets its mappings (its
+# UDP conntrack entries are flushed and its port pool moved to 41000-41999, like a NAT
+# box that reboots): strongSwan's next authenticated IKE message, a DPD R-U-THERE,
+# arrives from a new port, and our daemon follows the peer (PeerMoved) without a new
+# Quick Mode. Shows: a ping before, our ESP to the old port going nowhere right after the
+# flush, the PeerMoved line, `ipsec show` with the new port, a ping after with the same
+# SPIs on both sides, tshark's view of our ESP leaving for the old, then the new port;
+# last, a Quick Mode strongSwan starts on the moved IKE SA gives a pair at the new port.
+# MAP=dynamic: our side answers with a dynamic crypto map entry (and a wildcard key)
+# instead of a static entry whose peer is the NAT's public address.
+write_rebind_cfg() {
+	local entry='peers = ["203.0.113.1"]
+match = { local = "198.51.100.128/25", remote = "198.51.100.0/25" }' key=203.0.113.1
+	[[ ${MAP:-static} == dynamic ]] && entry="dynamic = true" && key=0.0.0.0
+	cat >"$CFG" <<EOF
+# written by daemon.sh (rebind): our responder in the right namespace
+hostname = "right"
+[control]
+socket = "$CTL"
+[interface]
+name = "r-out"
+address = "203.0.113.2"
+tun = "ipsec0"
+mtu = 1400
+source = "198.51.100.129"
+[isakmp]
+nat_keepalive = 20
+[[isakmp.policy]]
+priority = 10
+encryption = "aes"
+hash = "sha"
+group = 14
+authentication = "pre-share"
+[[isakmp.key]]
+key = "$(psk)"
+address = "$key"
+[[transform_set]]
+name = "TS"
+esp = ["esp-aes", "esp-sha-hmac"]
+[[crypto_map]]
+name = "vpn"
+seq = 10
+transform_sets = ["TS"]
+$entry
+reverse_route = true
+EOF
+}
+
+# ping_right N [WAIT]: bounded ping from the right protected host to the left one.
+ping_right() { ip netns exec "$R" ping -c "${1:-3}" -W "${2:-2}" -I 198.51.100.129 198.51.100.1; }
+
+# sa_spis: "in SPI out SPI port PORT" of our first SA pair (show ipsec-sa --json).
+sa_spis() {
+	show ipsec-sa --json | python3 -c '
+import json, sys
+sa = json.load(sys.stdin)["sas"][0]
+print("in %s out %s port %s" % (sa["inbound_spi"], sa["outbound_spi"], (sa["udp_encap"] or {}).get("remote_port")))'
+}
+
+# left_spis: strongSwan's CHILD_SA(s) as "spi-in=.. spi-out=.." (swanctl --list-sas --raw).
+left_spis() { "$SS" swanctl left --list-sas --raw 2>/dev/null | grep -Eo 'spi-in=[0-9a-f]+ spi-out=[0-9a-f]+' | tr '\n' ' '; }
+
+CAP_PID=
+stop_capture() {
+	[[ -n "$CAP_PID" ]] || return 0
+	kill -TERM "$CAP_PID" 2>/dev/null
+	wait "$CAP_PID" 2>/dev/null
+	CAP_PID=
+}
+
+rebind() {
+	command -v tshark >/dev/null || { echo "   tshark missing: apt-get install -y -qq --no-install-recommends tshark"; return 1; }
+	command -v conntrack >/dev/null || { echo "   conntrack missing: apt-get install -y -qq --no-install-recommends conntrack"; return 1; }
+	local N="${NS_PREFIX}nat" out t t0 i p1 p2 before after lbefore lafter d qm pcap="$STATE/rebind.pcap"
+	NAT=1 NAT_PORTS=remap RIGHT=none DPD_DELAY=7s "$SS" up >/dev/null 2>&1 || return 1
+	write_rebind_cfg
+	start_ours "$R" || return 1
+	"$SS" initiate >"$STATE/initiate.out" 2>&1 || { tail -5 "$STATE/initiate.out"; return 1; }
+	echo "   strongSwan: $(grep -m1 -o 'CHILD_SA .* established.*' "$STATE/initiate.out" | cut -c1-90)"
+	out=$(ping_right 3)
+	echo "   before: $(grep 'packets transmitted' <<<"$out")"
+	expect "$out" " 3 received" || return 1
+	t=$(show isakmp-sa)
+	p1=$(grep -Eo '203\.0\.113\.1:[0-9]+' <<<"$t" | head -1)
+	p1=${p1#*:}
+	before=$(sa_spis)
+	lbefore=$(left_spis)
+	echo "   ours: IKE peer 203.0.113.1:$p1, SA $before; strongSwan: $lbefore"
+	expect "$t" "Responder" "QM_IDLE" "peer behind NAT yes" || { echo "$t"; return 1; }
+	[[ "$before" == *" port $p1" ]] || { echo "   SA not at the IKE peer's port $p1"; return 1; }
+	# Capture on right's outside link (bounded), from before the change to the end.
+	rm -f "$pcap"
+	timeout 40 ip netns exec "$R" tshark -q -i r-out -f "udp port 4500 or udp port 500 or icmp" \
+		-a duration:35 -c 500 -w "$pcap" 2>/dev/null &
+	CAP_PID=$!
+	sleep 1.5
+	out=$(ping_right 2)
+	expect "$out" " 2 received" || return 1
+	# The NAT forgets every UDP mapping and takes new ports from another range.
+	ip netns exec "$N" nft flush chain ip nat postrouting || return 1
+	ip netns exec "$N" nft add rule ip nat postrouting oifname n-out meta l4proto udp masquerade to :41000-41999 random || return 1
+	ip netns exec "$N" nft add rule ip nat postrouting oifname n-out masquerade || return 1
+	ip netns exec "$N" conntrack -D -p udp >"$STATE/conntrack.out" 2>&1
+	echo "   nat: $(grep -m1 -Eo 'src=192\.0\.2\.2 .*sport=4500 dport=40[0-9]+' "$STATE/conntrack.out") deleted ($(grep -Eo '[0-9]+ flow entries' "$STATE/conntrack.out"))"
+	# Until strongSwan says something, our ESP still goes to the old mapping: lost.
+	t0=$(now)
+	out=$(ping_right 1 1)
+	echo "   right after the change: $(grep 'packets transmitted' <<<"$out")"
+	expect "$out" " 0 received" || return 1
+	# strongSwan's DPD (7 s after it last heard from us, so well after the ping above)
+	# comes through a new mapping.
+	for i in $(seq 1 150); do
+		grep -q "peer's NAT mapping changed" "$LOG" && break
+		sleep 0.1
+	done
+	t=$(grep -m1 "peer's NAT mapping changed" "$LOG" | sed 's/^.*ISAKMP/ISAKMP/')
+	echo "   ${t:-no PeerMoved} ($(since "$t0") s after the change)"
+	[[ -n "$t" ]] || return 1
+	echo "   strongSwan: $(grep -c 'sending DPD request' "$STATE/left/charon.log") DPD request(s) sent"
+	echo "   nat: $(ip netns exec "$N" conntrack -L -p udp 2>/dev/null | grep -Eo 'src=192\.0\.2\.2 .*dport=41[0-9]+' | head -1)"
+	t=$(show isakmp-sa)
+	p2=$(grep -Eo '203\.0\.113\.1:[0-9]+' <<<"$t" | head -1)
+	p2=${p2#*:}
+	expect "$t" "QM_IDLE" || { echo "$t"; return 1; }
+	[[ -n "$p2" && "$p2" != "$p1" ]] || { echo "   IKE peer still at port ${p2:-?}"; return 1; }
+	out=$(ping_right 3)
+	echo "   after: $(grep 'packets transmitted' <<<"$out")"
+	after=$(sa_spis)
+	lafter=$(left_spis)
+	echo "   ours: IKE peer 203.0.113.1:$p2, SA $after; strongSwan: $lafter"
+	expect "$out" " 3 received" || return 1
+	t=$(show ipsec-sa)
+	echo "   show isakmp-sa: $(grep -E '^[0-9]+ +203\.0\.113\.2:' <<<"$(show isakmp-sa)" | tr -s ' ' | cut -d' ' -f1-5)"
+	echo "   show ipsec-sa: $(grep -m1 -o 'current_peer .*' <<<"$t")"
+	expect "$t" "current_peer 203\.0\.113\.1 port $p2" || { echo "$t"; return 1; }
+	[[ "$after" == "${before% port *} port $p2" ]] || { echo "   our SPIs changed"; return 1; }
+	[[ -n "$lbefore" && "$lafter" == "$lbefore" ]] || { echo "   strongSwan's SPIs changed"; return 1; }
+	qm=$(grep -c "CHILD_SA net{[0-9]*} established" "$STATE/left/charon.log")
+	echo "   strongSwan established $qm CHILD_SA in all (no new Quick Mode)"
+	[[ $qm == 1 ]] || return 1
+	sleep 0.5
+	stop_capture
+	d=$("$SS" dissect "$pcap")
+	local spi
+	spi=$(sed -E 's/.* out 0x([0-9A-Fa-f]+) .*/\1/' <<<"$before" | tr 'A-F' 'a-f')
+	echo "   tshark on r-out (our outbound SPI is 0x$spi):"
+	head -40 <<<"$d" | sed 's/^/   | /'
+	expect "$d" "203\.0\.113\.2:4500 +-> +203\.0\.113\.1:$p1 +ESP .*SPI=0x$spi" \
+		"203\.0\.113\.1:$p2 +-> +203\.0\.113\.2:4500 +ISAKMP" "203\.0\.113\.2:4500 +-> +203\.0\.113\.1:$p2 +ESP .*SPI=0x$spi" || return 1
+	# Once we sent to the new port, nothing more goes to the old one.
+	awk -v p1="203.0.113.1:$p1" -v p2="203.0.113.1:$p2" '$5 == p2 && !s { s = $1 } $5 == p1 && s { bad = 1 } END { exit bad }' <<<"$d" ||
+		{ echo "   ESP to the old port after the move"; echo "$d"; return 1; }
+	# A new Quick Mode on the moved IKE SA (strongSwan rekeys): the new pair is at the new
+	# port from the start.
+	"$SS" swanctl left --rekey --child net >/dev/null 2>&1 || { echo "   swanctl --rekey failed"; return 1; }
+	for i in $(seq 1 50); do
+		[[ $(show ipsec-sa --json | grep -Ec '"installed": *true') -ge 2 ]] && break
+		sleep 0.1
+	done
+	out=$(ping_right 3)
+	t=$(show ipsec-sa --json | python3 -c '
+import json, sys
+for sa in json.load(sys.stdin)["sas"]:
+    print("in %s out %s port %s" % (sa["inbound_spi"], sa["outbound_spi"], (sa["udp_encap"] or {}).get("remote_port")))')
+	echo "   after strongSwan's rekey: $(grep 'packets transmitted' <<<"$out"); pairs: $(tr '\n' ';' <<<"$t")"
+	expect "$out" " 3 received" || return 1
+	[[ $(grep -c " port $p2\$" <<<"$t") == 2 ]] || { echo "   expected two pairs at port $p2"; return 1; }
+	stop_ours || return 1
+}
+
+ALL="init_aes128 resp_aes128 init_3des resp_3des init_aes256_pfs resp_aes256_pfs nat dpd idle tcp sigterm raw_esp gre gre_transport rebind"
 T0=$(now)
 for s in ${@:-$ALL}; do
 	echo "== $s"
@@ -613,12 +790,17 @@ for s in ${@:-$ALL}; do
 		tail -40 "$LOG" | sed 's/^/     | /'
 		echo "   charon's log (right):"
 		tail -40 "$STATE/right/charon.log" 2>/dev/null | sed 's/^/     | /'
+		if [[ $s == rebind ]]; then
+			echo "   charon's log (left, behind the NAT):"
+			tail -40 "$STATE/left/charon.log" 2>/dev/null | sed 's/^/     | /'
+		fi
 		if [[ $s == gre && -s "$STATE/gre-peer.log" ]]; then
 			echo "   gre-echo.py tun (right):"
 			tail -10 "$STATE/gre-peer.log" | sed 's/^/     | /'
 		fi
 	fi
 	stop_gre_peer >/dev/null 2>&1
+	stop_capture >/dev/null 2>&1
 	stop_ours >/dev/null 2>&1
 	"$SS" down >/dev/null 2>&1
 done

@@ -41,8 +41,12 @@
 # -----------------------------------------------------------------------------
 # WHO RUNS WHAT
 # -----------------------------------------------------------------------------
-#  right : always strongSwan (charon), configured to RESPOND (and able to
-#          initiate) IKEv1 main mode + PSK, tunnel mode, ESP.
+#  right : RIGHT=strongswan (default) -> charon, configured to RESPOND (and
+#          able to initiate) IKEv1 main mode + PSK, tunnel mode, ESP.
+#          RIGHT=none -> nothing runs in "right" (namespace, addresses and routes
+#          stay): put YOUR responder there (203.0.113.2, protecting
+#          198.51.100.128/25), e.g. with LEFT=strongswan NAT=1 so that a NATed
+#          strongSwan initiates to it (`initiate`); it sees left as 203.0.113.1.
 #  left  : LEFT=strongswan (default)  -> a second charon, used to prove the
 #                                        setup works (strongSwan <-> strongSwan)
 #          LEFT=none                  -> nothing runs in "left"; put YOUR
@@ -83,6 +87,7 @@
 #   strongswan-netns.sh up                 # (re)create topology + start charon(s)
 #   NAT=1 strongswan-netns.sh up           # ... with the NAT box in between
 #   LEFT=none strongswan-netns.sh up       # only the strongSwan responder (right)
+#   RIGHT=none NAT=1 strongswan-netns.sh up  # only the (NATed) strongSwan initiator
 #   strongswan-netns.sh initiate           # left charon initiates (LEFT=strongswan)
 #   strongswan-netns.sh ping               # ping protected->protected through ESP
 #   strongswan-netns.sh status             # namespaces, pids, SAs, counters
@@ -114,6 +119,7 @@
 #   BACKUP         [0]       1 = a second strongSwan responder ("backup",
 #                            203.0.113.3) reachable from left (NAT=0 only)
 #   LEFT           [strongswan]  strongswan | none
+#   RIGHT          [strongswan]  strongswan | none (no charon in right)
 #   IKE_PROPOSALS  [aes128-sha1-modp2048]    phase 1 (main mode) proposal(s)
 #   ESP_PROPOSALS  [aes128-sha1]             phase 2 (quick mode); add a DH
 #                                            group (aes128-sha1-modp2048) for PFS
@@ -176,6 +182,7 @@ fi
 NS_PREFIX=${NS_PREFIX:-}
 NAT=${NAT:-0}
 LEFT=${LEFT:-strongswan}
+RIGHT=${RIGHT:-strongswan}
 NS_L=${NS_PREFIX}left
 NS_R=${NS_PREFIX}right
 NS_N=${NS_PREFIX}nat
@@ -584,6 +591,7 @@ NS_PREFIX=$NS_PREFIX
 NAT=$NAT
 BACKUP=$BACKUP
 LEFT=$LEFT
+RIGHT=$RIGHT
 IKE_PROPOSALS=$IKE_PROPOSALS
 ESP_PROPOSALS=$ESP_PROPOSALS
 DPD_DELAY=$DPD_DELAY
@@ -605,11 +613,19 @@ PEER_TS=$PEER_TS
 EOF
 	printf '%s' "$RIGHT_PSK" > "$STATE/psk"     # the key the right peer expects
 	topology_up
-	# right: responder for whatever comes from left
-	write_strongswan_conf right
-	write_swanctl_conf right "$RIGHT_OUT" "$RIGHT_REMOTE_ADDRS" "$RIGHT_ID" "$RIGHT_REMOTE_ID" \
-		"$RIGHT_LOCAL_TS" "$RIGHT_REMOTE_TS" "$RIGHT_IKE_PROPOSALS" "$RIGHT_ESP_PROPOSALS" "$RIGHT_PSK"
-	start_charon right
+	if [[ "$RIGHT" == strongswan ]]; then
+		# right: responder for whatever comes from left
+		write_strongswan_conf right
+		write_swanctl_conf right "$RIGHT_OUT" "$RIGHT_REMOTE_ADDRS" "$RIGHT_ID" "$RIGHT_REMOTE_ID" \
+			"$RIGHT_LOCAL_TS" "$RIGHT_REMOTE_TS" "$RIGHT_IKE_PROPOSALS" "$RIGHT_ESP_PROPOSALS" "$RIGHT_PSK"
+		start_charon right
+	else
+		# no stale log of an earlier run's right charon
+		rm -f "$STATE/right/charon.log"
+		log "RIGHT=$RIGHT: no charon in $NS_R -- start your responder there:"
+		log "  ip netns exec $NS_R <your-ike> local=$RIGHT_OUT peer=$LEFT_AS_SEEN psk=\$(cat $STATE/psk)"
+		log "  TS: $RIGHT_NET <-> $LEFT_NET (hosts $RIGHT_HOST, $LEFT_HOST on lo)"
+	fi
 	if [[ "$BACKUP" == 1 ]]; then
 		# a second responder for the same protected network: the backup peer
 		write_strongswan_conf backup
@@ -653,7 +669,7 @@ cmd_ping() {
 
 cmd_status() {
 	local inst ns
-	echo "== settings: NAT=$NAT LEFT=$LEFT STATE=$STATE"
+	echo "== settings: NAT=$NAT LEFT=$LEFT RIGHT=$RIGHT STATE=$STATE"
 	for inst in left nat right backup; do
 		ns=$(ns_of "$inst")
 		ns_exists "$ns" || { echo "== $ns: (absent)"; continue; }
