@@ -115,12 +115,15 @@ start_ours() {
 	timeout 120 ip netns exec "${1:-$L}" "$IPSEC" up --config "$CFG" --debug isakmp,ipsec >"$LOG" 2>&1 &
 	OURS_PID=$!
 	local i
-	for i in $(seq 1 50); do
-		[[ -S "$CTL" ]] && return 0
+	# Ready once its event loop runs ("up on ..."): the control socket alone appears
+	# before the TUN, the routes and GRE interfaces exist.
+	for i in $(seq 1 100); do
+		[[ -S "$CTL" ]] && grep -q ": up on " "$LOG" && return 0
 		kill -0 "$OURS_PID" 2>/dev/null || break
 		sleep 0.1
 	done
-	echo "   daemon did not start"
+	echo "   daemon did not start:"
+	tail -5 "$LOG" | sed 's/^/   | /'
 	return 1
 }
 
@@ -396,7 +399,7 @@ raw_esp() {
 	rm -f "$STATE/right.sock"
 	timeout 60 ip netns exec "$R" "$IPSEC" up --config "$STATE/right.toml" >"$STATE/right.log" 2>&1 &
 	local rpid=$! out t
-	for _ in $(seq 1 50); do [[ -S "$STATE/right.sock" ]] && break; sleep 0.1; done
+	for _ in $(seq 1 100); do [[ -S "$STATE/right.sock" ]] && grep -q ": up on " "$STATE/right.log" && break; sleep 0.1; done
 	start_ours || return 1
 	out=$(ping_left 3)
 	echo "   $(grep 'packets transmitted' <<<"$out")"
@@ -570,7 +573,7 @@ gre_transport() {
 	rm -f "$STATE/right.sock"
 	timeout 60 ip netns exec "$R" "$IPSEC" up --config "$STATE/right.toml" --debug isakmp,ipsec >"$STATE/right.log" 2>&1 &
 	local rpid=$! out t t0 i txt
-	for _ in $(seq 1 50); do [[ -S "$STATE/right.sock" ]] && break; sleep 0.1; done
+	for _ in $(seq 1 100); do [[ -S "$STATE/right.sock" ]] && grep -q ": up on " "$STATE/right.log" && break; sleep 0.1; done
 	start_ours || { kill -TERM $rpid; wait $rpid; return 1; }
 	for i in $(seq 1 50); do
 		show ipsec-sa | grep -q "Status: ACTIVE" && break
