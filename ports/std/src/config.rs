@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 
 use hal_traits::{AeadAlg, CipherAlg, DhGroup, HashAlg, MacAlg, SecretBytes};
@@ -617,6 +617,29 @@ impl Validator<'_> {
         Err(ConfigError::at(self.src, Some(span), msg))
     }
 
+    /// `v` if it lies in `range`, else "`what` V out of range (expected LO to HI`unit`)".
+    fn ranged<T: Copy + PartialOrd + fmt::Display>(
+        &self,
+        v: &Spanned<T>,
+        range: RangeInclusive<T>,
+        what: &str,
+        unit: &str,
+    ) -> R<T> {
+        let x = *v.get_ref();
+        if range.contains(&x) {
+            Ok(x)
+        } else {
+            self.err(
+                v.span(),
+                format!(
+                    "{what} {x} out of range (expected {} to {}{unit})",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        }
+    }
+
     fn ip(&self, s: &Spanned<String>, what: &str) -> R<IpAddr> {
         s.get_ref().trim().parse().or_else(|_| {
             self.err(
@@ -802,13 +825,7 @@ impl Validator<'_> {
             return self.err(span, format!("tun: {tun:?} is not a valid interface name (expected 1 to 15 characters, no '/' or space)"));
         }
         let mtu = match &ifc.mtu {
-            Some(m) if !(576..=9000).contains(m.get_ref()) => {
-                return self.err(
-                    m.span(),
-                    format!("mtu {} out of range (expected 576 to 9000)", m.get_ref()),
-                );
-            }
-            Some(m) => *m.get_ref(),
+            Some(m) => self.ranged(m, 576..=9000, "mtu", "")?,
             None => 1400,
         };
         let source = ifc
@@ -926,18 +943,12 @@ impl Validator<'_> {
             None => None,
             Some(k) => {
                 let v = k.get_ref();
-                let interval = *v.interval.get_ref();
-                if !(10..=3600).contains(&interval) {
-                    return self.err(v.interval.span(), format!("keepalive interval {interval} out of range (expected 10 to 3600 seconds)"));
-                }
-                let retry = v.retry.as_ref().map_or(2, |r| *r.get_ref());
-                if !(2..=60).contains(&retry) {
-                    let span = v.retry.as_ref().map_or(k.span(), Spanned::span);
-                    return self.err(
-                        span,
-                        format!("keepalive retry {retry} out of range (expected 2 to 60 seconds)"),
-                    );
-                }
+                let interval =
+                    self.ranged(&v.interval, 10..=3600, "keepalive interval", " seconds")?;
+                let retry = match &v.retry {
+                    Some(r) => self.ranged(r, 2..=60, "keepalive retry", " seconds")?,
+                    None => 2,
+                };
                 Some(Keepalive {
                     interval,
                     retry,
@@ -1223,29 +1234,17 @@ impl Validator<'_> {
                 None => None,
                 Some(k) => {
                     let kv = k.get_ref();
-                    let period = *kv.period.get_ref();
-                    if !(1..=32_767).contains(&period) {
-                        return self.err(kv.period.span(), format!("keepalive period {period} out of range (expected 1 to 32767 seconds)"));
-                    }
-                    let retries = kv.retries.as_ref().map_or(3, |r| *r.get_ref());
-                    if !(1..=255).contains(&retries) {
-                        let span = kv.retries.as_ref().map_or(k.span(), Spanned::span);
-                        return self.err(
-                            span,
-                            format!("keepalive retries {retries} out of range (expected 1 to 255)"),
-                        );
-                    }
+                    let period =
+                        self.ranged(&kv.period, 1..=32_767, "keepalive period", " seconds")?;
+                    let retries = match &kv.retries {
+                        Some(r) => self.ranged(r, 1..=255, "keepalive retries", "")?,
+                        None => 3,
+                    };
                     Some((period, retries))
                 }
             };
             let tmtu = match &v.mtu {
-                Some(m) if !(576..=9000).contains(m.get_ref()) => {
-                    return self.err(
-                        m.span(),
-                        format!("mtu {} out of range (expected 576 to 9000)", m.get_ref()),
-                    );
-                }
-                Some(m) => *m.get_ref(),
+                Some(m) => self.ranged(m, 576..=9000, "mtu", "")?,
                 None => 1400,
             };
             let seq = TUNNEL_SEQ_BASE + u32::try_from(i).unwrap_or(u32::MAX - TUNNEL_SEQ_BASE);
