@@ -242,6 +242,26 @@ impl Gw {
     }
 }
 
+/// VRRP on the LAN for one millisecond: timers, then each live gateway's adverts to the
+/// other (multicast, no loss).
+fn vrrp_step(gws: &mut [Gw; 2], now: Instant, buf: &mut [u8]) {
+    for i in 0..2 {
+        if !gws[i].alive {
+            continue;
+        }
+        if gws[i].vrrp.poll_timeout().is_some_and(|t| t <= now) {
+            gws[i].vrrp.handle_timeout(now);
+        }
+        while let Some(t) = gws[i].vrrp.poll_transmit(now, buf) {
+            let adv = buf[..t.len].to_vec();
+            if gws[1 - i].alive {
+                let src = gws[i].addr;
+                let _ = gws[1 - i].vrrp.handle_advert(now, src, &adv);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Wire {
     /// (deliver at, to gw index, datagram)
@@ -405,21 +425,7 @@ fn run(replay: ReplayInterval, loss_percent: u64) -> Outcome {
         }
 
         // VRRP on the LAN (multicast, no loss).
-        for i in 0..2 {
-            if !gws[i].alive {
-                continue;
-            }
-            if gws[i].vrrp.poll_timeout().is_some_and(|t| t <= now) {
-                gws[i].vrrp.handle_timeout(now);
-            }
-            while let Some(t) = gws[i].vrrp.poll_transmit(now, &mut buf) {
-                let adv = buf[..t.len].to_vec();
-                if gws[1 - i].alive {
-                    let src = gws[i].addr;
-                    let _ = gws[1 - i].vrrp.handle_advert(now, src, &adv);
-                }
-            }
-        }
+        vrrp_step(&mut gws, now, &mut buf);
 
         // Sync: tick every 10 ms on the Active, the channel always.
         for i in 0..2 {
@@ -892,21 +898,7 @@ fn run_handover(loss_percent: u64) -> HandoverOutcome {
             }
         }
 
-        for i in 0..2 {
-            if !gws[i].alive {
-                continue;
-            }
-            if gws[i].vrrp.poll_timeout().is_some_and(|t| t <= now) {
-                gws[i].vrrp.handle_timeout(now);
-            }
-            while let Some(t) = gws[i].vrrp.poll_transmit(now, &mut buf) {
-                let adv = buf[..t.len].to_vec();
-                if gws[1 - i].alive {
-                    let src = gws[i].addr;
-                    let _ = gws[1 - i].vrrp.handle_advert(now, src, &adv);
-                }
-            }
-        }
+        vrrp_step(&mut gws, now, &mut buf);
         for i in 0..2 {
             if !gws[i].alive {
                 continue;
