@@ -1129,6 +1129,35 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         now: Instant,
         dp: &mut Dataplane<P, DSAS, POL, W, F, FS, FL>,
     ) -> usize {
+        let n = self.withdraw(now, dp);
+        for e in &mut self.entries {
+            e.flags = 0;
+        }
+        self.role = HaRole::Standby;
+        self.since = now;
+        self.snapshot = Snapshot::Idle;
+        self.deletes.clear();
+        self.in_sync = false;
+        self.request_snapshot = true;
+        self.resigning = None;
+        self.handover = None;
+        n
+    }
+
+    /// Takes every installed pair out of `dp`, keeping its last counters in the record.
+    /// Returns how many were removed.
+    fn withdraw<
+        P: CryptoProvider,
+        const DSAS: usize,
+        const POL: usize,
+        const F: usize,
+        const FS: usize,
+        const FL: usize,
+    >(
+        &mut self,
+        now: Instant,
+        dp: &mut Dataplane<P, DSAS, POL, W, F, FS, FL>,
+    ) -> usize {
         let mut n = 0;
         for e in &mut self.entries {
             if let Some((hi, ho)) = e.handles.take() {
@@ -1140,16 +1169,7 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
                 dp.remove_outbound(ho);
                 n += 1;
             }
-            e.flags = 0;
         }
-        self.role = HaRole::Standby;
-        self.since = now;
-        self.snapshot = Snapshot::Idle;
-        self.deletes.clear();
-        self.in_sync = false;
-        self.request_snapshot = true;
-        self.resigning = None;
-        self.handover = None;
         n
     }
 
@@ -1195,17 +1215,8 @@ impl<const SAS: usize, const IKE: usize, const W: usize> HaSync<SAS, IKE, W> {
         if !self.connected {
             return Err(SyncError::NotConnected);
         }
-        let mut n = 0;
+        let n = self.withdraw(now, dp);
         for e in &mut self.entries {
-            if let Some((hi, ho)) = e.handles.take() {
-                if let (Some(i), Some(o)) = (dp.inbound_sa(hi), dp.outbound_sa(ho)) {
-                    e.rec.progress = progress_of(now, i, o);
-                    e.age_at = now;
-                }
-                dp.remove_inbound(hi);
-                dp.remove_outbound(ho);
-                n += 1;
-            }
             // Everything, whatever the replay interval says: the marker vouches for it.
             if e.flags & FULL == 0 {
                 e.flags = update_flags::OUT_SEQ | update_flags::IN_WINDOW | update_flags::LIFETIME;
